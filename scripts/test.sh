@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Command 2 of the README (and all that .ci/run does): set up every dependency
+# and run the whole test suite: formatting, lints, unit and integration tests
+# against a real PostgreSQL and a real Kubernetes API server.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+started=$(date +%s)
+need_debs postgresql openssl ca-certificates python3
+need_rust
+
+# A throwaway PostgreSQL for the tests: own port and data dir, wiped each run.
+export COLLOQUY_PG_PORT="${COLLOQUY_TEST_PG_PORT:-55433}"
+export COLLOQUY_PG_FAST=1 COLLOQUY_PG_RESET=1
+
+cleanup() {
+  set +e
+  [ -n "${K8S_UP:-}" ] && scripts/k8s-testenv.sh down >/dev/null 2>&1
+  scripts/pg.sh stop >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+log "checking formatting"
+cargo fmt --all -- --check
+
+eval "$(scripts/pg.sh start)"
+export DATABASE_URL
+
+if [ -x scripts/k8s-testenv.sh ]; then
+  log "building (or reusing) the Kubernetes test control plane"
+  scripts/k8s-testenv.sh build
+  eval "$(scripts/k8s-testenv.sh up)"
+  K8S_UP=1
+  export KUBECONFIG
+  scripts/k8s-testenv.sh smoke
+fi
+
+log "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo test"
+cargo test --workspace --no-fail-fast
+
+log "all tests passed in $(( $(date +%s) - started ))s"

@@ -1,0 +1,54 @@
+//! Building the provider context from stored or supplied history.
+
+use crate::llm::{ChatMessage, Role};
+
+/// Request `history` texts alternate user/assistant, starting with the user.
+pub fn history_from_texts(texts: &[String]) -> Vec<(Role, String)> {
+    texts.iter().enumerate().map(|(i, t)| (if i % 2 == 0 { Role::User } else { Role::Assistant }, t.clone())).collect()
+}
+
+/// System prompt, then the newest `max_history` messages of `history` (oldest
+/// first), then the new user message.
+pub fn build_messages(
+    system_prompt: Option<&str>,
+    history: &[(Role, String)],
+    max_history: usize,
+    user_message: &str,
+) -> Vec<ChatMessage> {
+    let skip = history.len().saturating_sub(max_history);
+    let mut messages = Vec::with_capacity(history.len() - skip + 2);
+    if let Some(prompt) = system_prompt {
+        messages.push(ChatMessage::new(Role::System, prompt));
+    }
+    messages.extend(history[skip..].iter().map(|(role, text)| ChatMessage::new(*role, text.clone())));
+    messages.push(ChatMessage::new(Role::User, user_message));
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_then_newest_history_then_message() {
+        let history = history_from_texts(&["a".into(), "b".into(), "c".into(), "d".into()]);
+        let messages = build_messages(Some("be brief"), &history, 3, "e");
+        let got: Vec<(Role, &str)> = messages.iter().map(|m| (m.role, m.content.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Role::System, "be brief"),
+                (Role::Assistant, "b"),
+                (Role::User, "c"),
+                (Role::Assistant, "d"),
+                (Role::User, "e"),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_system_prompt_no_history() {
+        let messages = build_messages(None, &[], 50, "hi");
+        assert_eq!(messages, vec![ChatMessage::new(Role::User, "hi")]);
+    }
+}

@@ -1,0 +1,213 @@
+//! A chat turn: validate, build the context, call the provider (no database
+//! connection held meanwhile), then store the turn atomically.
+
+mod context;
+mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db::conversations::{self, NewConversation, NewMessage, UsageDelta};
+use crate::error::ApiError;
+use crate::llm::{ChatProvider, Completion, CompletionRequest, ProviderError, Role, Usage};
+use crate::metrics::Metrics;
+
+pub use context::{build_messages, history_from_texts};
+pub use validate::{MAX_HISTORY_ITEMS, title_from};
+
+/// Chat behaviour settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub system_prompt: Option<String>,
+    pub max_history_messages: usize,
+    pub max_message_chars: usize,
+    pub llm_timeout: Duration,
+}
+
+/// Everything a turn needs; cheap to clone.
+#[derive(Clone)]
+pub struct ChatService {
+    pub pool: PgPool,
+    pub provider: Arc<dyn ChatProvider>,
+    pub settings: Arc<ChatSettings>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One user message to answer.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    pub conversation_id: Option<Uuid>,
+    pub user_id: Uuid,
+    pub message: String,
+    /// Prior context (user first, alternating), used only for a conversation without stored messages.
+    pub history: Vec<String>,
+    pub request_id: String,
+    pub traceparent: Option<String>,
+}
+
+/// The answer to a turn.
+#[derive(Debug, Clone)]
+pub struct TurnOutput {
+    pub conversation_id: Uuid,
+    pub text: String,
+    pub usage: Usage,
+    pub model: String,
+}
+
+/// Timestamps strictly after `after`, at PostgreSQL's microsecond precision,
+/// so stored order always matches conversation order.
+fn next_instant(after: DateTime<Utc>) -> DateTime<Utc> {
+    let now = micros(Utc::now());
+    if now > after { now } else { after + TimeDelta::microseconds(1) }
+}
+
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc_micros()
+}
+
+trait TruncMicros {
+    fn duration_trunc_micros(self) -> Self;
+}
+
+impl TruncMicros for DateTime<Utc> {
+    fn duration_trunc_micros(self) -> Self {
+        use chrono::DurationRound;
+        self.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(self)
+    }
+}
+
+/// Lays out messages one microsecond apart, the first at or after `start`.
+fn stamp(messages: impl IntoIterator<Item = (Role, String)>, start: DateTime<Utc>) -> (Vec<NewMessage>, DateTime<Utc>) {
+    let mut at = micros(start);
+    let mut out = Vec::new();
+    for (i, (role, text)) in messages.into_iter().enumerate() {
+        if i > 0 {
+            at += TimeDelta::microseconds(1);
+        }
+        out.push(NewMessage { role, text, at });
+    }
+    (out, at)
+}
+
+impl ChatService {
+    async fn call_provider(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let timeout = self.settings.llm_timeout;
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, self.provider.complete(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Timeout(timeout)),
+        };
+        self.metrics.observe_provider_call(self.provider.name(), self.provider.model(), &result, started.elapsed());
+        result
+    }
+
+    /// Answers one user message and stores the turn.
+    pub async fn turn(&self, input: TurnInput) -> Result<TurnOutput, ApiError> {
+        let received_at = Utc::now();
+        let message = validate::message(&input.message, self.settings.max_message_chars)?;
+        validate::history(&input.history, self.settings.max_message_chars)?;
+
+        // Context: stored messages when there are any, else the request's history.
+        let (stored, existing) = match input.conversation_id {
+            Some(id) => {
+                let context =
+                    conversations::load_turn_context(&self.pool, id, input.user_id, self.settings.max_history_messages)
+                        .await?
+                        .ok_or_else(ApiError::conversation_not_found)?;
+                (context.history, true)
+            }
+            None => (Vec::new(), false),
+        };
+        // Request history is stored with the turn only when it is the context.
+        let seeded = if stored.is_empty() { history_from_texts(&input.history) } else { Vec::new() };
+        let context: &[(Role, String)] = if stored.is_empty() { &seeded } else { &stored };
+        let request = CompletionRequest {
+            messages: build_messages(
+                self.settings.system_prompt.as_deref(),
+                context,
+                self.settings.max_history_messages,
+                &message,
+            ),
+            request_id: input.request_id.clone(),
+            traceparent: input.traceparent.clone(),
+        };
+
+        let completion = self.call_provider(&request).await?;
+
+        let conversation_id = input.conversation_id.unwrap_or_else(Uuid::new_v4);
+        let (mut messages, last) =
+            stamp(seeded.iter().cloned().chain(std::iter::once((Role::User, message.clone()))), received_at);
+        messages.push(NewMessage { role: Role::Assistant, text: completion.text.clone(), at: next_instant(last) });
+        let delta = UsageDelta { usage: completion.usage, turns: 1 };
+        if existing {
+            let stored = conversations::append_turn(
+                &self.pool,
+                conversation_id,
+                input.user_id,
+                &completion.model,
+                delta,
+                messages,
+            )
+            .await?;
+            if !stored {
+                return Err(ApiError::conversation_not_found());
+            }
+        } else {
+            let title = title_from(seeded.first().map(|(_, t)| t.as_str()).unwrap_or(&message));
+            conversations::create(
+                &self.pool,
+                NewConversation {
+                    conversation_id,
+                    user_id: input.user_id,
+                    title: Some(title),
+                    model: Some(&completion.model),
+                    delta,
+                    messages,
+                },
+            )
+            .await?;
+            self.metrics.conversations_created.inc();
+        }
+        self.metrics.turns_stored.inc();
+        Ok(TurnOutput { conversation_id, text: completion.text, usage: completion.usage, model: completion.model })
+    }
+
+    /// Creates a conversation from prior history. When the history ends with a
+    /// user message, that message is answered (a full turn); otherwise nothing
+    /// is asked of the provider and the answer is empty.
+    pub async fn start(
+        &self,
+        user_id: Uuid,
+        history: Vec<String>,
+        request_id: String,
+        traceparent: Option<String>,
+    ) -> Result<TurnOutput, ApiError> {
+        validate::history(&history, self.settings.max_message_chars)?;
+        if history.len() % 2 == 1 {
+            let mut history = history;
+            let message = history.pop().unwrap_or_default();
+            return self
+                .turn(TurnInput { conversation_id: None, user_id, message, history, request_id, traceparent })
+                .await;
+        }
+        let conversation_id = Uuid::new_v4();
+        let (messages, _) = stamp(history_from_texts(&history), Utc::now());
+        let title = history.first().map(|t| title_from(t));
+        conversations::create(
+            &self.pool,
+            NewConversation { conversation_id, user_id, title, model: None, delta: UsageDelta::default(), messages },
+        )
+        .await?;
+        self.metrics.conversations_created.inc();
+        Ok(TurnOutput {
+            conversation_id,
+            text: String::new(),
+            usage: Usage::default(),
+            model: self.provider.model().to_owned(),
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! PostgreSQL: connecting (with a bounded retry while the database comes up),
+//! migrations, and the conversation store.
+
+pub mod conversations;
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::DatabaseConfig;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL is invalid: {0}")]
+    BadUrl(String),
+    #[error("could not reach PostgreSQL within {waited:?}: {last}")]
+    Unreachable { waited: Duration, last: String },
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+fn options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbError> {
+    let options: PgConnectOptions = config
+        .url
+        .expose()
+        .parse()
+        // sqlx's message can quote the URL; do not pass it on.
+        .map_err(|_| DbError::BadUrl("not a valid postgres:// URL".to_owned()))?;
+    Ok(options.application_name("colloquy-chat-api"))
+}
+
+/// A pool for serving. Connections are made lazily, so `serve` starts (and
+/// reports not-ready) while the database is down.
+pub fn lazy_pool(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options(config)?))
+}
+
+/// Waits until PostgreSQL answers, retrying with backoff for `connect_timeout`.
+pub async fn wait_until_reachable(pool: &PgPool, config: &DatabaseConfig) -> Result<(), DbError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let waited = started.elapsed();
+                if waited >= config.connect_timeout {
+                    return Err(DbError::Unreachable { waited, last: e.to_string() });
+                }
+                tracing::info!(error = %e, retry_in = ?delay, "waiting for PostgreSQL");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Applies pending migrations (idempotent: applied ones are skipped).
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Whether PostgreSQL answers right now (readiness).
+pub async fn ping(pool: &PgPool) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))
+}

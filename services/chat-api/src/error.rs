@@ -1,0 +1,149 @@
+//! The one error type of the chat API, and how each error maps to an HTTP
+//! status and a `{"error": {"code", "message", "request_id"}}` body.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+use crate::llm::ProviderError;
+use crate::request_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed: bad JSON, wrong types, failed validation.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// Missing or invalid credentials. `challenge` becomes `WWW-Authenticate`.
+    #[error("{message}")]
+    Unauthorized { message: String, challenge: Option<String> },
+    /// Unknown resource, or one the caller may not see (never tell which).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The provider failed or answered with something we cannot use.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// PostgreSQL cannot be reached right now.
+    #[error("the database is unavailable, try again shortly")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// Anything else; details go to the log, not to the caller.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest { code, message: message.into() }
+    }
+
+    pub fn conversation_not_found() -> Self {
+        Self::NotFound("conversation not found".to_owned())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Provider(e) => match e {
+                ProviderError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                ProviderError::ContentFiltered { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                ProviderError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Provider(e) => match e {
+                ProviderError::Timeout(_) => "upstream_timeout",
+                ProviderError::ContentFiltered { .. } => "content_filtered",
+                ProviderError::RateLimited { .. } => "upstream_rate_limited",
+                _ => "upstream_error",
+            },
+            Self::DatabaseUnavailable(_) => "database_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+/// Whether a database error means "cannot reach PostgreSQL" (503) rather than a bug (500).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+        || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c|
+        // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+        matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")))
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) { Self::DatabaseUnavailable(err) } else { Self::Internal(format!("database: {err}")) }
+    }
+}
+
+/// The JSON error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `content_filtered`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The request id (also in the `x-request-id` response header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            Self::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            Self::Provider(e) => tracing::warn!(error = %e, "provider call failed"),
+            _ => {}
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                request_id: request_id::current(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized { challenge: Some(challenge), .. } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            Self::Provider(ProviderError::RateLimited { retry_after, .. }) => {
+                let secs = retry_after.unwrap_or(Duration::from_secs(1)).as_secs().max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Self::DatabaseUnavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,36 @@
+//! `chat-api serve | migrate`.
+
+use clap::{Parser, Subcommand};
+
+use chat_api::config::{Config, DatabaseConfig, LogFormat, ProcessEnv, SecretValues};
+use chat_api::{server, telemetry};
+
+#[derive(Parser)]
+#[command(name = "chat-api", version, about = "Colloquy chat API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (PORT) and metrics (METRICS_PORT) servers.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let log_format = match std::env::var(colloquy_contract::env::LOG_FORMAT).as_deref() {
+        Ok("text") => LogFormat::Text,
+        _ => LogFormat::Json,
+    };
+    telemetry::init(log_format);
+    let secrets = SecretValues::resolve(&ProcessEnv, &server::http_client()).await?;
+    match cli.command {
+        Command::Serve => server::serve(Config::from_env(&ProcessEnv, &secrets)?).await,
+        Command::Migrate => server::migrate(&DatabaseConfig::from_env(&ProcessEnv, &secrets)?).await,
+    }
+}

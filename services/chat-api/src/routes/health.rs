@@ -1,0 +1,54 @@
+//! Health endpoints: `/health` (seed), `/livez`, `/readyz`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::db;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthBody {
+    /// `healthy`.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub timestamp: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyBody {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    /// `ok` or `unreachable`.
+    pub database: &'static str,
+}
+
+/// The seed's health check: the process is up.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = HealthBody)))]
+pub async fn health() -> Json<HealthBody> {
+    Json(HealthBody { status: "healthy", timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true) })
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, body = HealthBody)))]
+pub async fn livez() -> Json<HealthBody> {
+    health().await
+}
+
+/// Readiness: PostgreSQL answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses((status = 200, body = ReadyBody), (status = 503, body = ReadyBody))
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody>) {
+    if db::ping(&state.pool).await {
+        (StatusCode::OK, Json(ReadyBody { status: "ready", database: "ok" }))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(ReadyBody { status: "not_ready", database: "unreachable" }))
+    }
+}

@@ -1,0 +1,122 @@
+//! `chat-api serve` and `chat-api migrate`: wiring configuration, database,
+//! provider and HTTP servers together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::auth::api_key::ApiKey;
+use crate::auth::jwt::JwtVerifier;
+use crate::chat::{ChatService, ChatSettings};
+use crate::config::{Config, DatabaseConfig};
+use crate::metrics::Metrics;
+use crate::routes::{self, AppState};
+use crate::{db, llm};
+
+/// The shared outbound HTTP client (providers, JWKS, metadata server).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("colloquy-chat-api/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("TLS backend initialises")
+}
+
+/// Builds the application state from a validated configuration.
+pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppState {
+    let metrics = Arc::new(Metrics::new());
+    let provider = llm::build(&config.provider, http.clone(), config.llm_timeout);
+    let auth = Arc::new(Authenticator::new(ApiKey::new(&config.internal_api_key), JwtVerifier::new(&config.jwt, http)));
+    let chat = ChatService {
+        pool: pool.clone(),
+        provider,
+        settings: Arc::new(ChatSettings {
+            system_prompt: config.system_prompt.clone(),
+            max_history_messages: config.max_history_messages,
+            max_message_chars: config.max_message_chars,
+            llm_timeout: config.llm_timeout,
+        }),
+        metrics: metrics.clone(),
+    };
+    AppState { chat, auth, pool, metrics }
+}
+
+/// Runs the API and metrics servers until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let pool = db::lazy_pool(&config.database)?;
+    if config.run_migrations {
+        db::wait_until_reachable(&pool, &config.database).await?;
+        db::migrate(&pool).await?;
+        tracing::info!("migrations applied");
+    }
+    let http = http_client();
+    let state = state(&config, pool.clone(), http);
+    tracing::info!(
+        provider = state.chat.provider.name(),
+        model = state.chat.provider.model(),
+        bearer_auth = config.jwt.enabled(),
+        "configured"
+    );
+    let api = routes::api_router(state.clone(), &config.allowed_origins);
+    let metrics = routes::metrics_router(state.metrics.clone(), pool.clone());
+
+    let api_addr = SocketAddr::new(config.host, config.port);
+    let metrics_addr = SocketAddr::new(config.host, config.metrics_port);
+    let api_listener = TcpListener::bind(api_addr).await.map_err(|e| anyhow::anyhow!("PORT {api_addr}: {e}"))?;
+    let metrics_listener =
+        TcpListener::bind(metrics_addr).await.map_err(|e| anyhow::anyhow!("METRICS_PORT {metrics_addr}: {e}"))?;
+    tracing::info!(%api_addr, %metrics_addr, "listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api_server = axum::serve(api_listener, api).with_graceful_shutdown(wait(stop_rx.clone()));
+    let metrics_server = axum::serve(metrics_listener, metrics).with_graceful_shutdown(wait(stop_rx));
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    };
+    let (api_result, metrics_result, ()) = tokio::join!(api_server, metrics_server, signal);
+    api_result?;
+    metrics_result?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Applies migrations and returns (`chat-api migrate`).
+pub async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
+    let pool = db::lazy_pool(database)?;
+    db::wait_until_reachable(&pool, database).await?;
+    db::migrate(&pool).await?;
+    let applied = db::MIGRATOR.iter().count();
+    tracing::info!(migrations = applied, "database schema is up to date");
+    pool.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,23 @@
+//! Integration tests of the HTTP API against a real PostgreSQL (a fresh
+//! database per test through `#[sqlx::test]`; the test script sets
+//! `DATABASE_URL`).
+
+mod support;
+
+#[path = "api/harness.rs"]
+mod harness;
+
+#[path = "api/auth.rs"]
+mod auth;
+#[path = "api/chat.rs"]
+mod chat;
+#[path = "api/config.rs"]
+mod config;
+#[path = "api/conversations.rs"]
+mod conversations;
+#[path = "api/failures.rs"]
+mod failures;
+#[path = "api/http.rs"]
+mod http_surface;
+#[path = "api/schema.rs"]
+mod schema;

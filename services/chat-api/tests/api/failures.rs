@@ -1,0 +1,148 @@
+//! Bad input and upstream failures: the right status and code, and nothing
+//! stored or lost.
+
+use serde_json::json;
+use sqlx::PgPool;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::support::FakeResponse;
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn bad_input_is_a_400_with_a_code(pool: PgPool) {
+    let app = app_with(pool, &config(&[("MAX_MESSAGE_CHARS", "20")]));
+    let cases = [
+        (json!({"user_message": "   ", "client_user_id": USER}), "message_empty"),
+        (json!({"user_message": "x".repeat(21), "client_user_id": USER}), "message_too_long"),
+        (json!({"user_message": "hi"}), "invalid_request"),
+        (json!({"client_user_id": USER}), "invalid_request"),
+        (json!({"user_message": 42, "client_user_id": USER}), "invalid_request"),
+        (json!({"user_message": "hi", "client_user_id": "not-a-uuid"}), "invalid_request"),
+        (json!({"user_message": "hi", "client_user_id": USER, "history": ["ok", ""]}), "history_item_empty"),
+        (json!({"user_message": "hi", "client_user_id": USER, "conversation_id": "zzz"}), "invalid_request"),
+    ];
+    for (body, code) in cases {
+        let reply = app.chat(body.clone()).await;
+        assert_eq!(reply.status, 400, "{body} -> {}", reply.body);
+        assert_eq!(reply.error_code(), code, "{body} -> {}", reply.body);
+        assert!(reply.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let malformed = app
+        .request(
+            axum::http::Method::POST,
+            "/api/ai/chat",
+            &[("content-type", "application/json"), ("x-api-key", API_KEY)],
+            Some("{\"user_message\": ".to_owned()),
+        )
+        .await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.error_code(), "invalid_json");
+    let unknown =
+        app.chat(json!({"conversation_id": uuid::Uuid::new_v4(), "user_message": "hi", "client_user_id": USER})).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(app.message_count().await, 0);
+}
+
+/// Starts a conversation with one good turn, then returns its id and state.
+async fn conversation_with_one_turn(app: &TestApp, upstream: &crate::support::FakeUpstream) -> String {
+    upstream.push(FakeResponse::json(200, completion("first answer", 5, 2)));
+    let reply = app.chat(json!({"user_message": "first", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["conversation_id"].as_str().unwrap().to_owned()
+}
+
+async fn assert_unchanged(app: &TestApp, id: &str) {
+    assert_eq!(app.message_count().await, 2);
+    let (_, usage, _) = app.conversation_row(id).await;
+    assert_eq!(usage.unwrap(), json!({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, "turns": 1}));
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn upstream_error_is_502_and_leaves_no_half_turn(pool: PgPool) {
+    let (app, upstream) = app_with_upstream(pool, &[]).await;
+    let id = conversation_with_one_turn(&app, &upstream).await;
+    upstream.push(FakeResponse::json(
+        500,
+        json!({"error": {"message": "The server had an error", "type": "server_error"}}),
+    ));
+    let reply = app.chat(json!({"conversation_id": id, "user_message": "second", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(reply.error_code(), "upstream_error");
+    assert!(reply.body["error"]["message"].as_str().unwrap().contains("The server had an error"));
+    assert_unchanged(&app, &id).await;
+
+    // A failed first turn creates no conversation at all.
+    upstream.push(FakeResponse::json(503, json!({"error": {"message": "overloaded"}})));
+    let reply = app.chat(json!({"user_message": "new", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 502);
+    let conversations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM chatbot_conversation_audit").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(conversations, 1);
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn upstream_timeout_is_504(pool: PgPool) {
+    let (app, upstream) = app_with_upstream(pool, &[("LLM_TIMEOUT_SECS", "1")]).await;
+    let id = conversation_with_one_turn(&app, &upstream).await;
+    upstream.push(FakeResponse::json(200, completion("too late", 1, 1)).with_delay(Duration::from_secs(3)));
+    let reply = app.chat(json!({"conversation_id": id, "user_message": "second", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert_eq!(reply.error_code(), "upstream_timeout");
+    assert_unchanged(&app, &id).await;
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn content_filter_is_422(pool: PgPool) {
+    let (app, upstream) = app_with_upstream(pool, &[]).await;
+    let id = conversation_with_one_turn(&app, &upstream).await;
+    let mut filtered = completion("", 5, 0);
+    filtered["choices"][0]["finish_reason"] = json!("content_filter");
+    filtered["choices"][0]["message"]["content"] = serde_json::Value::Null;
+    upstream.push(FakeResponse::json(200, filtered));
+    let reply = app.chat(json!({"conversation_id": id, "user_message": "something bad", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(reply.error_code(), "content_filtered");
+    assert_unchanged(&app, &id).await;
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn upstream_rate_limit_is_429_with_retry_after(pool: PgPool) {
+    let (app, upstream) = app_with_upstream(pool, &[]).await;
+    upstream.push(
+        FakeResponse::json(429, json!({"error": {"message": "Rate limit reached", "type": "requests"}}))
+            .with_header("retry-after", "7"),
+    );
+    let reply = app.chat(json!({"user_message": "hi", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.error_code(), "upstream_rate_limited");
+    assert_eq!(reply.headers.get("retry-after").unwrap(), "7");
+    assert_eq!(app.message_count().await, 0);
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn unreachable_database_is_503_not_401_or_500(pool: PgPool) {
+    // A pool pointed at a port where nothing listens.
+    let dead = chat_api::db::lazy_pool(&chat_api::config::DatabaseConfig {
+        url: chat_api::config::Secret::new("postgres://postgres:x@127.0.0.1:1/none"),
+        max_connections: 2,
+        connect_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    drop(pool);
+    let app = app_with(dead, &config(&[]));
+    let reply = app.chat(json!({"user_message": "hi", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.error_code(), "database_unavailable");
+    let conversation =
+        app.get(&format!("/api/conversations/{}", uuid::Uuid::new_v4()), &[("x-api-key", API_KEY)]).await;
+    assert_eq!(conversation.status, 503);
+    let ready = app.get("/readyz", &[]).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body["database"], "unreachable");
+    assert_eq!(app.get("/livez", &[]).await.status, 200);
+    // Bad credentials are still a 401, checked before the database.
+    let unauthorized = app
+        .post("/api/ai/chat", &[("x-api-key", "wrong")], json!({"user_message": "hi", "client_user_id": USER}))
+        .await;
+    assert_eq!(unauthorized.status, 401);
+}

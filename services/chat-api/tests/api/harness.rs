@@ -1,0 +1,172 @@
+//! Builds the real application router over a test database and calls it in-process.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use chat_api::config::{Config, SecretValues};
+use chat_api::server;
+use serde_json::Value;
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+use crate::support::FakeUpstream;
+
+pub const API_KEY: &str = "test-internal-api-key-0123";
+pub const JWT_SECRET: &str = "test-jwt-secret-that-is-long-enough";
+pub const USER: &str = "2f1a4d4e-8c36-4c5c-9b1b-6a3b6a4a1b2c";
+pub const OTHER_USER: &str = "7d3c2a1b-0000-4000-8000-000000000002";
+
+pub struct TestApp {
+    pub router: Router,
+    pub pool: PgPool,
+    pub metrics_router: Router,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {}", self.body))
+    }
+}
+
+/// Configuration for tests: mock provider unless `vars` say otherwise.
+pub fn config(vars: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<String, String> =
+        HashMap::from([("LLM_PROVIDER".to_owned(), "mock".to_owned()), ("LOG_FORMAT".to_owned(), "text".to_owned())]);
+    for (k, v) in vars {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let secrets = SecretValues::from_pairs([
+        ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
+        ("INTERNAL_API_KEY", API_KEY),
+        ("JWT_SECRET", JWT_SECRET),
+    ]);
+    Config::from_env(&env, &secrets).expect("test configuration is valid")
+}
+
+pub fn app_with(pool: PgPool, config: &Config) -> TestApp {
+    let state = server::state(config, pool.clone(), server::http_client());
+    let router = chat_api::routes::api_router(state.clone(), &config.allowed_origins);
+    let metrics_router = chat_api::routes::metrics_router(state.metrics.clone(), pool.clone());
+    TestApp { router, pool, metrics_router }
+}
+
+pub fn app(pool: PgPool) -> TestApp {
+    app_with(pool, &config(&[]))
+}
+
+/// The app with the OpenAI-compatible provider pointed at a fake upstream.
+pub async fn app_with_upstream(pool: PgPool, vars: &[(&str, &str)]) -> (TestApp, FakeUpstream) {
+    let upstream = FakeUpstream::start().await;
+    let base = format!("{}/v1", upstream.url);
+    let mut all = vec![("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", base.as_str()), ("OPENAI_MODEL", "gpt-test")];
+    all.extend_from_slice(vars);
+    let app = app_with(pool, &config(&all));
+    (app, upstream)
+}
+
+/// A real-shaped OpenAI chat completion.
+pub fn completion(text: &str, prompt_tokens: u64, completion_tokens: u64) -> Value {
+    serde_json::json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens}
+    })
+}
+
+impl TestApp {
+    pub async fn request(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<String>) -> Reply {
+        send(&self.router, method, uri, headers, body).await
+    }
+
+    pub async fn post(&self, uri: &str, headers: &[(&str, &str)], body: Value) -> Reply {
+        self.request(Method::POST, uri, &with_json(headers), Some(body.to_string())).await
+    }
+
+    pub async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(Method::GET, uri, headers, None).await
+    }
+
+    /// A proxy-shape chat turn with the API key.
+    pub async fn chat(&self, body: Value) -> Reply {
+        self.post("/api/ai/chat", &[("x-api-key", API_KEY)], body).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        let reply = send_raw(&self.metrics_router, Method::GET, "/metrics", &[], None).await;
+        String::from_utf8(reply.2).expect("metrics are UTF-8")
+    }
+
+    pub async fn message_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM chatbot_user_memory").fetch_one(&self.pool).await.unwrap()
+    }
+
+    pub async fn conversation_row(&self, id: &str) -> (Option<String>, Option<Value>, Option<String>) {
+        sqlx::query_as(
+            "SELECT model, token_usage, title FROM chatbot_conversation_audit WHERE conversation_id = $1::uuid",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+}
+
+fn with_json<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    all
+}
+
+pub async fn send_raw(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, headers, bytes.to_vec())
+}
+
+pub async fn send(router: &Router, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<String>) -> Reply {
+    let (status, headers, bytes) = send_raw(router, method, uri, headers, body).await;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Reply { status, headers, body }
+}
+
+/// An HS256 bearer token for `sub`, valid for an hour unless `exp_offset` says otherwise.
+pub fn bearer(sub: &str, exp_offset_secs: i64) -> String {
+    let exp = chrono::Utc::now().timestamp() + exp_offset_secs;
+    let claims = serde_json::json!({"sub": sub, "exp": exp});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    format!("Bearer {token}")
+}

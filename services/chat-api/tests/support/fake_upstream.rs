@@ -1,0 +1,237 @@
+//! A scriptable fake HTTP upstream (model provider, metadata server, ...).
+//!
+//! ```ignore
+//! let upstream = FakeUpstream::start().await;
+//! upstream.push(FakeResponse::json(200, json!({"ok": true})));
+//! // ... point the code under test at upstream.url ...
+//! let seen = upstream.requests();
+//! assert_eq!(seen[0].path, "/v1/things");
+//! ```
+//!
+//! Every request is recorded (before any scripted delay), then answered with
+//! the next queued response, or the default one when the queue is empty.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// The body parsed as JSON; panics (failing the test) when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("request body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header's value as text (the first one if repeated).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    /// The body as (lossy) UTF-8 text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum FakeBody {
+    Full(Bytes),
+    /// Each item is sent as its own chunk.
+    Chunks(Vec<Bytes>),
+}
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub struct FakeResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: FakeBody,
+    delay: Option<Duration>,
+    chunk_delay: Option<Duration>,
+}
+
+impl FakeResponse {
+    /// `status` with a JSON body (`content-type: application/json`).
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: FakeBody::Full(Bytes::from(body.to_string())),
+            delay: None,
+            chunk_delay: None,
+        }
+    }
+
+    /// A 200 `text/event-stream`; each item is sent as `data: {item}\n\n`, in its own chunk.
+    pub fn sse(events: Vec<String>) -> Self {
+        let chunks = events.into_iter().map(|e| Bytes::from(format!("data: {e}\n\n"))).collect();
+        Self::sse_chunks(chunks)
+    }
+
+    /// A 200 `text/event-stream` whose body is exactly these chunks, written one
+    /// by one (to test SSE framing split across reads).
+    pub fn sse_chunks(chunks: Vec<Bytes>) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            body: FakeBody::Chunks(chunks),
+            delay: None,
+            chunk_delay: None,
+        }
+    }
+
+    /// `status` with an arbitrary body and content type (e.g. garbage, HTML error pages).
+    pub fn raw(status: u16, content_type: &str, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: FakeBody::Full(body.into()),
+            delay: None,
+            chunk_delay: None,
+        }
+    }
+
+    /// Adds a response header (repeatable).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Waits this long before answering (the request is recorded first).
+    pub fn with_delay(mut self, d: Duration) -> Self {
+        self.delay = Some(d);
+        self
+    }
+
+    /// Waits this long before each chunk of a chunked (SSE) body after the first.
+    pub fn with_chunk_delay(mut self, d: Duration) -> Self {
+        self.chunk_delay = Some(d);
+        self
+    }
+
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).expect("valid status code");
+        let body = match self.body {
+            FakeBody::Full(bytes) => Body::from(bytes),
+            FakeBody::Chunks(chunks) => {
+                let chunk_delay = self.chunk_delay;
+                let stream = futures::stream::unfold((chunks.into_iter(), true), move |(mut it, first)| async move {
+                    let chunk = it.next()?;
+                    if let (false, Some(d)) = (first, chunk_delay) {
+                        tokio::time::sleep(d).await;
+                    }
+                    Some((Ok::<_, Infallible>(chunk), (it, false)))
+                });
+                Body::from_stream(stream)
+            }
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        for (name, value) in self.headers {
+            response.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).expect("valid header name"),
+                HeaderValue::from_str(&value).expect("valid header value"),
+            );
+        }
+        response
+    }
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<FakeResponse>>,
+    default: Mutex<FakeResponse>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// An HTTP server on `127.0.0.1:<random port>`, answering from a script. Stops when dropped.
+pub struct FakeUpstream {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub url: String,
+    /// `127.0.0.1:PORT` (e.g. for `GCE_METADATA_HOST`).
+    pub host: String,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeUpstream {
+    pub async fn start() -> FakeUpstream {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            default: Mutex::new(FakeResponse::json(500, serde_json::json!({"error": "no scripted response"}))),
+            requests: Mutex::new(Vec::new()),
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake upstream");
+        let addr = listener.local_addr().expect("fake upstream address");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake upstream server");
+        });
+        FakeUpstream { url: format!("http://{addr}"), host: addr.to_string(), shared, server }
+    }
+
+    /// Queues an answer (first in, first out).
+    pub fn push(&self, response: FakeResponse) {
+        self.shared.queue.lock().unwrap().push_back(response);
+    }
+
+    /// The answer used when the queue is empty.
+    pub fn set_default(&self, response: FakeResponse) {
+        *self.shared.default.lock().unwrap() = response;
+    }
+
+    /// Everything received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The only request received; panics unless exactly one arrived.
+    pub fn single_request(&self) -> RecordedRequest {
+        let requests = self.requests();
+        assert_eq!(requests.len(), 1, "expected exactly one request, got {requests:#?}");
+        requests.into_iter().next().unwrap()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    shared.requests.lock().unwrap().push(RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+    });
+    let response = {
+        let next = shared.queue.lock().unwrap().pop_front();
+        next.unwrap_or_else(|| shared.default.lock().unwrap().clone())
+    };
+    if let Some(delay) = response.delay {
+        tokio::time::sleep(delay).await;
+    }
+    response.into_response()
+}

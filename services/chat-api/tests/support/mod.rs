@@ -1,0 +1,7 @@
+//! Shared helpers for the chat-api integration tests. Each test crate uses a
+//! subset, hence the blanket `dead_code` allowance here only.
+#![allow(dead_code)]
+
+pub mod fake_upstream;
+
+pub use fake_upstream::*;

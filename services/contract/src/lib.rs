@@ -1,0 +1,113 @@
+//! The configuration contract between the chat API (which reads it) and the
+//! controller, chart and manifests (which write it). One place for each fact:
+//! change a name here and both sides follow.
+
+/// Environment variable names read by `chat-api`.
+pub mod env {
+    // --- Seed contract -------------------------------------------------------
+    /// PostgreSQL connection URL (secret).
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    /// The internal key callers send as `X-API-Key` (secret, required).
+    pub const INTERNAL_API_KEY: &str = "INTERNAL_API_KEY";
+    /// Comma-separated CORS origins; `*` when unset.
+    pub const ALLOWED_ORIGINS: &str = "ALLOWED_ORIGINS";
+    pub const VERTEX_PROJECT_ID: &str = "VERTEX_PROJECT_ID";
+    pub const VERTEX_LOCATION: &str = "VERTEX_LOCATION";
+    pub const VERTEX_MODEL: &str = "VERTEX_MODEL";
+    /// Overrides `https://{location}-aiplatform.googleapis.com` (tests, private endpoints).
+    pub const VERTEX_ENDPOINT: &str = "VERTEX_ENDPOINT";
+    /// Host of the GCE metadata server (standard Google client variable).
+    pub const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
+    pub const AZURE_OPENAI_ENDPOINT: &str = "AZURE_OPENAI_ENDPOINT";
+    pub const AZURE_OPENAI_DEPLOYMENT_NAME: &str = "AZURE_OPENAI_DEPLOYMENT_NAME";
+    pub const AZURE_OPENAI_API_VERSION: &str = "AZURE_OPENAI_API_VERSION";
+    /// Secret.
+    pub const AZURE_OPENAI_API_KEY: &str = "AZURE_OPENAI_API_KEY";
+    /// Google Secret Manager mode: project holding `X_SECRET_NAME` secrets.
+    pub const GCP_PROJECT_ID: &str = "GCP_PROJECT_ID";
+    /// Overrides `https://secretmanager.googleapis.com` (tests).
+    pub const SECRET_MANAGER_ENDPOINT: &str = "SECRET_MANAGER_ENDPOINT";
+
+    // --- Colloquy additions ----------------------------------------------------
+    /// `azure-openai`, `vertex-ai`, `openai` or `mock`.
+    pub const LLM_PROVIDER: &str = "LLM_PROVIDER";
+    pub const LLM_TIMEOUT_SECS: &str = "LLM_TIMEOUT_SECS";
+    pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+    pub const OPENAI_MODEL: &str = "OPENAI_MODEL";
+    /// Secret, optional.
+    pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+    pub const SYSTEM_PROMPT: &str = "SYSTEM_PROMPT";
+    pub const MAX_HISTORY_MESSAGES: &str = "MAX_HISTORY_MESSAGES";
+    pub const MAX_MESSAGE_CHARS: &str = "MAX_MESSAGE_CHARS";
+    pub const HOST: &str = "HOST";
+    pub const PORT: &str = "PORT";
+    pub const METRICS_PORT: &str = "METRICS_PORT";
+    pub const RUN_MIGRATIONS: &str = "RUN_MIGRATIONS";
+    pub const MIGRATE_TIMEOUT_SECS: &str = "MIGRATE_TIMEOUT_SECS";
+    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+    /// HS256 shared secret for Bearer JWTs (secret).
+    pub const JWT_SECRET: &str = "JWT_SECRET";
+    /// JWKS URL for RS256/ES256 Bearer JWTs.
+    pub const JWT_JWKS_URL: &str = "JWT_JWKS_URL";
+    pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+    pub const JWT_ISSUER: &str = "JWT_ISSUER";
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const RUST_LOG: &str = "RUST_LOG";
+
+    /// Suffix naming a file that holds a secret's value (`X_FILE`).
+    pub const FILE_SUFFIX: &str = "_FILE";
+    /// Suffix naming a Google Secret Manager secret that holds it (`X_SECRET_NAME`).
+    pub const SECRET_NAME_SUFFIX: &str = "_SECRET_NAME";
+
+    /// Variables whose values are secrets: they may come from `X_FILE` or
+    /// `X_SECRET_NAME`, and never appear in logs or errors.
+    pub const SECRETS: &[&str] = &[
+        DATABASE_URL,
+        INTERNAL_API_KEY,
+        AZURE_OPENAI_API_KEY,
+        OPENAI_API_KEY,
+        JWT_SECRET,
+        // The seed kept these in Secret Manager too.
+        AZURE_OPENAI_ENDPOINT,
+        AZURE_OPENAI_DEPLOYMENT_NAME,
+    ];
+}
+
+/// Values of `LLM_PROVIDER`.
+pub mod provider {
+    pub const AZURE_OPENAI: &str = "azure-openai";
+    pub const VERTEX_AI: &str = "vertex-ai";
+    pub const OPENAI: &str = "openai";
+    pub const MOCK: &str = "mock";
+    pub const ALL: &[&str] = &[AZURE_OPENAI, VERTEX_AI, OPENAI, MOCK];
+}
+
+/// Defaults shared by the service and what deploys it.
+pub mod defaults {
+    pub const PORT: u16 = 8000;
+    pub const METRICS_PORT: u16 = 9090;
+    pub const AZURE_OPENAI_API_VERSION: &str = "2024-10-21";
+    pub const LLM_TIMEOUT_SECS: u64 = 60;
+    pub const MAX_HISTORY_MESSAGES: usize = 50;
+}
+
+/// HTTP paths probes and scrapers use.
+pub mod paths {
+    pub const LIVEZ: &str = "/livez";
+    pub const READYZ: &str = "/readyz";
+    pub const HEALTH: &str = "/health";
+    /// Served on `METRICS_PORT`.
+    pub const METRICS: &str = "/metrics";
+}
+
+/// `chat-api` subcommands.
+pub mod commands {
+    pub const SERVE: &str = "serve";
+    pub const MIGRATE: &str = "migrate";
+}
+
+/// HTTP headers of the API.
+pub mod headers {
+    pub const API_KEY: &str = "x-api-key";
+    pub const REQUEST_ID: &str = "x-request-id";
+}
