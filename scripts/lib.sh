@@ -37,6 +37,15 @@ need_rust() {
   fi
 }
 
+# need_go: the Go toolchain (the Kubernetes test plane is built from Go modules).
+need_go() {
+  if ! command -v go >/dev/null; then
+    [ -x /usr/local/go/bin/go ] && export PATH="/usr/local/go/bin:$PATH" && return 0
+    # Debian's golang-go is far older than the 1.26 that Kubernetes 1.36 needs.
+    command -v go >/dev/null || die "Go >= 1.21 is required (https://go.dev/dl); newer toolchains then come through GOTOOLCHAIN"
+  fi
+}
+
 # free_port: an unused TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

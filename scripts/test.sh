@@ -9,6 +9,7 @@ cd "$REPO_ROOT"
 started=$(date +%s)
 need_debs postgresql openssl ca-certificates python3
 need_rust
+need_go
 
 # A throwaway PostgreSQL for the tests: own port and data dir, wiped each run.
 export COLLOQUY_PG_PORT="${COLLOQUY_TEST_PG_PORT:-55433}"
@@ -16,7 +17,7 @@ export COLLOQUY_PG_FAST=1 COLLOQUY_PG_RESET=1
 
 cleanup() {
   set +e
-  [ -n "${K8S_UP:-}" ] && scripts/k8s-testenv.sh down >/dev/null 2>&1
+  [ -n "${K8S_UP:-}" ] && bash scripts/k8s-testenv.sh down >/dev/null 2>&1
   scripts/pg.sh stop >/dev/null 2>&1
 }
 trap cleanup EXIT
@@ -27,14 +28,13 @@ cargo fmt --all -- --check
 eval "$(scripts/pg.sh start)"
 export DATABASE_URL
 
-if [ -x scripts/k8s-testenv.sh ]; then
-  log "building (or reusing) the Kubernetes test control plane"
-  scripts/k8s-testenv.sh build
-  eval "$(scripts/k8s-testenv.sh up)"
-  K8S_UP=1
-  export KUBECONFIG
-  scripts/k8s-testenv.sh smoke
-fi
+log "building (or reusing) the Kubernetes test control plane"
+bash scripts/k8s-testenv.sh build
+K8S_UP=1
+up=$(bash scripts/k8s-testenv.sh up) && eval "$up"
+export KUBECONFIG
+eval "$(bash scripts/k8s-testenv.sh env)"   # KUBEBUILDER_ASSETS, and kubectl/helm on PATH
+bash scripts/k8s-testenv.sh smoke
 
 log "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
