@@ -36,6 +36,9 @@ export KUBECONFIG
 eval "$(bash scripts/k8s-testenv.sh env)"   # KUBEBUILDER_ASSETS, and kubectl/helm on PATH
 bash scripts/k8s-testenv.sh smoke
 
+log "chart, manifests and image checks"
+bash scripts/chart-test.sh
+
 log "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 

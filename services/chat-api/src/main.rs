@@ -24,13 +24,15 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let log_format = match std::env::var(colloquy_contract::env::LOG_FORMAT).as_deref() {
-        Ok("text") => LogFormat::Text,
+        Ok(colloquy_contract::log_format::TEXT) => LogFormat::Text,
         _ => LogFormat::Json,
     };
-    telemetry::init(log_format);
+    let telemetry = telemetry::init(log_format, &ProcessEnv)?;
     let secrets = SecretValues::resolve(&ProcessEnv, &server::http_client()).await?;
-    match cli.command {
+    let result = match cli.command {
         Command::Serve => server::serve(Config::from_env(&ProcessEnv, &secrets)?).await,
         Command::Migrate => server::migrate(&DatabaseConfig::from_env(&ProcessEnv, &secrets)?).await,
-    }
+    };
+    telemetry.shutdown();
+    result
 }

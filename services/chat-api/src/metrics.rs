@@ -28,6 +28,8 @@ pub mod names {
     pub const TURNS_STORED: &str = "colloquy_turns_stored_total";
     pub const DB_POOL_CONNECTIONS: &str = "colloquy_db_pool_connections";
     pub const DB_POOL_MAX: &str = "colloquy_db_pool_max_connections";
+    pub const DB_QUERY_DURATION: &str = "colloquy_db_query_duration_seconds";
+    pub const DB_ERRORS: &str = "colloquy_db_errors_total";
     pub const BUILD_INFO: &str = "colloquy_build_info";
 }
 
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub turns_stored: IntCounter,
     db_pool: IntGaugeVec,
     db_pool_max: IntGauge,
+    db_duration: HistogramVec,
+    db_errors: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -103,6 +107,17 @@ impl Metrics {
             .expect("valid gauge"),
             db_pool_max: IntGauge::new(names::DB_POOL_MAX, "Configured maximum database pool size.")
                 .expect("valid gauge"),
+            db_duration: histogram(
+                names::DB_QUERY_DURATION,
+                "Database operation latency by operation.",
+                LATENCY_BUCKETS,
+                &["operation"],
+            ),
+            db_errors: IntCounterVec::new(
+                Opts::new(names::DB_ERRORS, "Failed database operations by operation."),
+                &["operation"],
+            )
+            .expect("valid counter"),
             registry,
         };
         let build_info =
@@ -122,6 +137,8 @@ impl Metrics {
             Box::new(m.turns_stored.clone()),
             Box::new(m.db_pool.clone()),
             Box::new(m.db_pool_max.clone()),
+            Box::new(m.db_duration.clone()),
+            Box::new(m.db_errors.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -151,6 +168,14 @@ impl Metrics {
             self.llm_tokens.with_label_values(&[provider, model, "output"]).inc_by(output);
             self.genai_tokens.with_label_values(&[provider, model, "input"]).observe(input as f64);
             self.genai_tokens.with_label_values(&[provider, model, "output"]).observe(output as f64);
+        }
+    }
+
+    /// Records one database operation.
+    pub fn observe_db(&self, operation: &str, ok: bool, elapsed: Duration) {
+        self.db_duration.with_label_values(&[operation]).observe(elapsed.as_secs_f64());
+        if !ok {
+            self.db_errors.with_label_values(&[operation]).inc();
         }
     }
 

@@ -53,6 +53,13 @@ pub mod env {
     pub const JWT_ISSUER: &str = "JWT_ISSUER";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// OpenTelemetry (standard names): traces are exported over OTLP/HTTP
+    /// (JSON) when the endpoint is set, and off otherwise.
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+    pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+    pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+    pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 
     /// Suffix naming a file that holds a secret's value (`X_FILE`).
     pub const FILE_SUFFIX: &str = "_FILE";
@@ -89,6 +96,22 @@ pub mod defaults {
     pub const AZURE_OPENAI_API_VERSION: &str = "2024-10-21";
     pub const LLM_TIMEOUT_SECS: u64 = 60;
     pub const MAX_HISTORY_MESSAGES: usize = 50;
+}
+
+/// Values of `LOG_FORMAT`.
+pub mod log_format {
+    pub const JSON: &str = "json";
+    pub const TEXT: &str = "text";
+}
+
+/// The database schema version: the number of the newest file in
+/// `migrations/` (derived at build time, never typed by hand).
+pub const MIGRATIONS_VERSION: &str = env!("COLLOQUY_MIGRATIONS_VERSION");
+
+/// Facts about the container images.
+pub mod image {
+    /// The non-root user (and group) the runtime images run as: distroless `nonroot`.
+    pub const RUN_AS_USER: i64 = 65532;
 }
 
 /// HTTP paths probes and scrapers use.

@@ -2,6 +2,7 @@
 //! connection held meanwhile), then store the turn atomically.
 
 mod context;
+mod spans;
 mod validate;
 
 use std::sync::Arc;
@@ -9,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::db::conversations::{self, NewConversation, NewMessage, UsageDelta};
 use crate::error::ApiError;
 use crate::llm::{ChatProvider, Completion, CompletionRequest, ProviderError, Role, Usage};
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 pub use context::{build_messages, history_from_texts};
 pub use validate::{MAX_HISTORY_ITEMS, title_from};
@@ -94,14 +97,63 @@ fn stamp(messages: impl IntoIterator<Item = (Role, String)>, start: DateTime<Utc
 }
 
 impl ChatService {
-    async fn call_provider(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+    /// Calls the provider inside a GenAI client span; the span's context is
+    /// what goes upstream as `traceparent`.
+    async fn call_provider(&self, mut request: CompletionRequest) -> Result<Completion, ProviderError> {
+        let (provider, model) = (self.provider.name(), self.provider.model());
+        let span = tracing::info_span!(
+            "gen_ai.chat",
+            otel.name = %format!("chat {model}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.system = spans::gen_ai_system(provider),
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = model,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        request.traceparent = telemetry::traceparent_for(&span, request.traceparent.as_deref());
         let timeout = self.settings.llm_timeout;
         let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, self.provider.complete(request)).await {
+        let call = tokio::time::timeout(timeout, self.provider.complete(&request));
+        let result = match call.instrument(span.clone()).await {
             Ok(result) => result,
             Err(_) => Err(ProviderError::Timeout(timeout)),
         };
-        self.metrics.observe_provider_call(self.provider.name(), self.provider.model(), &result, started.elapsed());
+        match &result {
+            Ok(c) => {
+                span.record("gen_ai.response.model", c.model.as_str());
+                span.record("gen_ai.usage.input_tokens", c.usage.prompt_tokens);
+                span.record("gen_ai.usage.output_tokens", c.usage.completion_tokens);
+                if let Some(reason) = &c.finish_reason {
+                    span.record("gen_ai.response.finish_reasons", reason.as_str());
+                }
+            }
+            Err(e) => {
+                span.record("error.type", e.outcome());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        self.metrics.observe_provider_call(provider, model, &result, started.elapsed());
+        result
+    }
+
+    /// Runs one database operation inside a client span, timing it.
+    async fn db<T>(
+        &self,
+        operation: &'static str,
+        future: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let span = spans::db(operation);
+        let started = Instant::now();
+        let result = future.instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.metrics.observe_db(operation, result.is_ok(), started.elapsed());
         result
     }
 
@@ -114,10 +166,9 @@ impl ChatService {
         // Context: stored messages when there are any, else the request's history.
         let (stored, existing) = match input.conversation_id {
             Some(id) => {
-                let context =
-                    conversations::load_turn_context(&self.pool, id, input.user_id, self.settings.max_history_messages)
-                        .await?
-                        .ok_or_else(ApiError::conversation_not_found)?;
+                let load =
+                    conversations::load_turn_context(&self.pool, id, input.user_id, self.settings.max_history_messages);
+                let context = self.db(spans::LOAD_CONTEXT, load).await?.ok_or_else(ApiError::conversation_not_found)?;
                 (context.history, true)
             }
             None => (Vec::new(), false),
@@ -136,7 +187,7 @@ impl ChatService {
             traceparent: input.traceparent.clone(),
         };
 
-        let completion = self.call_provider(&request).await?;
+        let completion = self.call_provider(request).await?;
 
         let conversation_id = input.conversation_id.unwrap_or_else(Uuid::new_v4);
         let (mut messages, last) =
@@ -144,30 +195,33 @@ impl ChatService {
         messages.push(NewMessage { role: Role::Assistant, text: completion.text.clone(), at: next_instant(last) });
         let delta = UsageDelta { usage: completion.usage, turns: 1 };
         if existing {
-            let stored = conversations::append_turn(
+            let append = conversations::append_turn(
                 &self.pool,
                 conversation_id,
                 input.user_id,
                 &completion.model,
                 delta,
                 messages,
-            )
-            .await?;
+            );
+            let stored = self.db(spans::APPEND_TURN, append).await?;
             if !stored {
                 return Err(ApiError::conversation_not_found());
             }
         } else {
             let title = title_from(seeded.first().map(|(_, t)| t.as_str()).unwrap_or(&message));
-            conversations::create(
-                &self.pool,
-                NewConversation {
-                    conversation_id,
-                    user_id: input.user_id,
-                    title: Some(title),
-                    model: Some(&completion.model),
-                    delta,
-                    messages,
-                },
+            self.db(
+                spans::CREATE_CONVERSATION,
+                conversations::create(
+                    &self.pool,
+                    NewConversation {
+                        conversation_id,
+                        user_id: input.user_id,
+                        title: Some(title),
+                        model: Some(&completion.model),
+                        delta,
+                        messages,
+                    },
+                ),
             )
             .await?;
             self.metrics.conversations_created.inc();

@@ -8,7 +8,7 @@ pub mod secrets;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use colloquy_contract::{defaults, env as names, provider as provider_names};
+use colloquy_contract::{defaults, env as names, log_format, provider as provider_names};
 
 pub use env::{EnvSource, ProcessEnv};
 pub use secret::Secret;
@@ -226,8 +226,8 @@ impl Config {
             return Err(ConfigError::invalid(names::INTERNAL_API_KEY, "must be at least 16 characters long"));
         }
         let log_format = match vars.get(names::LOG_FORMAT).as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
+            None | Some(log_format::JSON) => LogFormat::Json,
+            Some(log_format::TEXT) => LogFormat::Text,
             Some(other) => {
                 return Err(ConfigError::invalid(names::LOG_FORMAT, format!("{other:?}: expected json or text")));
             }

@@ -78,7 +78,7 @@ pub fn api_router(state: AppState, origins: &AllowedOrigins) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(metrics, metrics::track_http))
         .layer(cors(origins))
-        .layer(middleware::from_fn(telemetry::access_log))
+        .layer(middleware::from_fn(telemetry::trace_request))
         .layer(middleware::from_fn(request_id::middleware))
 }
 

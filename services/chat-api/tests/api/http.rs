@@ -100,6 +100,8 @@ async fn metrics_count_requests_by_route_template(pool: PgPool) {
     let id = first.body["conversation_id"].as_str().unwrap();
     app.chat(json!({"conversation_id": id, "user_message": "again", "client_user_id": USER})).await;
     app.chat(json!({"user_message": "", "client_user_id": USER})).await;
+    let failed = app.chat(json!({"user_message": "/mock-error please", "client_user_id": USER})).await;
+    assert_eq!(failed.status, 502);
     app.get(&format!("/api/conversations/{id}"), &[("x-api-key", API_KEY)]).await;
     let text = app.metrics().await;
     let line = |needle: &str| {
@@ -107,6 +109,13 @@ async fn metrics_count_requests_by_route_template(pool: PgPool) {
     };
     assert!(line(r#"colloquy_http_requests_total{method="POST",route="/api/ai/chat",status="200"}"#).ends_with(" 2"));
     assert!(line(r#"colloquy_http_requests_total{method="POST",route="/api/ai/chat",status="400"}"#).ends_with(" 1"));
+    assert!(line(r#"colloquy_http_requests_total{method="POST",route="/api/ai/chat",status="502"}"#).ends_with(" 1"));
+    assert!(
+        line(r#"colloquy_llm_requests_total{model="colloquy-mock",outcome="error",provider="mock"}"#).ends_with(" 1")
+    );
+    assert!(line(r#"colloquy_http_request_duration_seconds_count{method="POST",route="/api/ai/chat"}"#).ends_with(" 4"));
+    assert!(line(r#"colloquy_db_query_duration_seconds_count{operation="append_turn"}"#).ends_with(" 1"));
+    assert!(line(r#"colloquy_db_query_duration_seconds_count{operation="create_conversation"}"#).ends_with(" 1"));
     assert!(
         line(r#"colloquy_http_requests_total{method="GET",route="/api/conversations/{conversation_id}",status="200"}"#)
             .ends_with(" 1")

@@ -112,4 +112,7 @@ async fn migrate_is_idempotent(pool: PgPool) {
         sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&pool).await.unwrap();
     assert_eq!(applied, chat_api::db::MIGRATOR.iter().count() as i64);
     assert!(applied >= 2);
+    // The version the controller hashes into migration Job names is the newest migration.
+    let newest = chat_api::db::MIGRATOR.iter().map(|m| m.version).max().unwrap();
+    assert_eq!(colloquy_contract::MIGRATIONS_VERSION, newest.to_string());
 }

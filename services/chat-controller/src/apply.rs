@@ -1,0 +1,135 @@
+//! Idempotent writes: server-side apply with the fixed field manager, skipped
+//! when the cluster already matches.
+//!
+//! "Matches" means both (a) the observed object carries the desired object's
+//! hash annotation (so removed fields are noticed), and (b) every field of the
+//! desired object is present with the same value in the observed one (so drift
+//! made by hand is repaired). Fields the API server defaults are ignored. A
+//! second reconcile with nothing changed therefore issues no write requests.
+
+use std::fmt::Debug;
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::hash::object_hash;
+use crate::names::{FIELD_MANAGER, annotations};
+
+/// Whether `v` is a zero value the API server may drop (`omitempty`).
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+    }
+}
+
+/// Whether every field of `desired` has the same value in `observed`
+/// (lists compared element-wise with equal length; extra observed fields ignored).
+pub fn is_subset(desired: &Value, observed: &Value) -> bool {
+    match (desired, observed) {
+        (Value::Object(d), Value::Object(o)) => d.iter().all(|(k, dv)| match o.get(k) {
+            Some(ov) => is_subset(dv, ov),
+            None => is_empty(dv),
+        }),
+        (Value::Array(d), Value::Array(o)) => d.len() == o.len() && d.iter().zip(o).all(|(a, b)| is_subset(a, b)),
+        (d, Value::Null) => is_empty(d),
+        (d, o) => d == o,
+    }
+}
+
+/// Adds the desired-hash annotation to `desired` (hash computed without it).
+pub fn stamp<K: Resource + Serialize>(desired: &mut K) -> Result<()> {
+    let meta = desired.meta_mut();
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(annotations::DESIRED_HASH);
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
+    let hash = object_hash(desired)?;
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(annotations::DESIRED_HASH.to_string(), hash);
+    Ok(())
+}
+
+/// Whether a stamped `desired` object must be applied given what is observed.
+pub fn needs_apply<K: Serialize>(desired: &K, observed: Option<&K>) -> Result<bool> {
+    let Some(observed) = observed else {
+        return Ok(true);
+    };
+    Ok(!is_subset(&serde_json::to_value(desired)?, &serde_json::to_value(observed)?))
+}
+
+/// Applies `desired` (server-side apply, forced, fixed field manager) unless the
+/// observed object already matches. Returns the written object, `None` when no
+/// write was needed.
+pub async fn apply_if_changed<K>(api: &Api<K>, mut desired: K, observed: Option<&K>) -> Result<Option<K>>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    stamp(&mut desired)?;
+    if !needs_apply(&desired, observed)? {
+        return Ok(None);
+    }
+    let name = desired.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    Ok(Some(written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_ignores_server_defaults() {
+        let d = json!({"spec": {"ports": [{"name": "http", "port": 8000}], "x": {}, "flag": false}});
+        let o =
+            json!({"spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}});
+        assert!(is_subset(&d, &o));
+    }
+
+    #[test]
+    fn subset_sees_drift() {
+        let d = json!({"spec": {"ports": [{"name": "http", "port": 8000}]}});
+        assert!(!is_subset(&d, &json!({"spec": {"ports": [{"name": "http", "port": 8001}]}})));
+        assert!(!is_subset(&d, &json!({"spec": {"ports": []}})));
+        assert!(!is_subset(&d, &json!({"spec": {}})));
+        assert!(!is_subset(&json!({"a": [1, 2]}), &json!({"a": [1, 2, 3]})));
+    }
+
+    #[test]
+    fn stamp_and_needs_apply() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some("c".into());
+        cm.data = Some([("A".to_string(), "1".to_string())].into());
+        let mut desired = cm.clone();
+        stamp(&mut desired).unwrap();
+        assert!(needs_apply(&desired, None).unwrap());
+        // An observed copy of what was applied, with server fields added.
+        let mut observed = desired.clone();
+        observed.metadata.resource_version = Some("7".into());
+        assert!(!needs_apply(&desired, Some(&observed)).unwrap());
+        // A removed key changes the hash even though the rest is a subset.
+        let mut smaller = cm.clone();
+        smaller.data = Some(Default::default());
+        stamp(&mut smaller).unwrap();
+        assert!(needs_apply(&smaller, Some(&observed)).unwrap());
+        // Stamping is stable.
+        let mut again = desired.clone();
+        stamp(&mut again).unwrap();
+        assert_eq!(again, desired);
+    }
+}

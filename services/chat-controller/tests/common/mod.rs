@@ -1,0 +1,180 @@
+//! Helpers for the integration tests against a real API server
+//! (`eval "$(scripts/k8s-testenv.sh up)"` sets `KUBECONFIG`).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_controller::crd::ChatBackend;
+use chat_controller::metrics::Metrics;
+use chat_controller::reconcile::{Context, reconcile};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+
+pub const TEST_IMAGE: &str = "registry.test/chat-api:1.0.0";
+
+fn require_kubeconfig() {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set. These integration tests need a real API server: run \
+         `eval \"$(scripts/k8s-testenv.sh up)\"` from the repo root first."
+    );
+}
+
+pub async fn client() -> Client {
+    require_kubeconfig();
+    let c = Client::try_default().await.expect("kube client from KUBECONFIG");
+    ensure_crd(&c).await;
+    c
+}
+
+/// A client that counts every non-GET request (writes) it sends.
+pub async fn counting_client() -> (Client, Arc<AtomicUsize>) {
+    require_kubeconfig();
+    let config = kube::Config::infer().await.expect("kubeconfig");
+    let writes = Arc::new(AtomicUsize::new(0));
+    let w = writes.clone();
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        if req.method() != http::Method::GET {
+            eprintln!("write: {} {}", req.method(), req.uri());
+            w.fetch_add(1, Ordering::SeqCst);
+        }
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(config).expect("client builder").with_layer(&layer).build();
+    (client, writes)
+}
+
+/// Installs the CRD from the Rust types (idempotent) and waits until it is established.
+pub async fn ensure_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = ChatBackend::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("chat-controller-tests").force(), &Patch::Apply(&crd))
+        .await
+        .expect("apply CRD");
+    eventually("CRD established", Duration::from_secs(30), || async {
+        let c = crds.get(&name).await.ok()?;
+        let established = c.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        // The CRD is served a little after it is established.
+        let api: Api<ChatBackend> = Api::all(client.clone());
+        (established && api.list(&Default::default()).await.is_ok()).then_some(())
+    })
+    .await;
+}
+
+/// Polls `f` until it returns `Some`, panicking with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A fresh namespace, deleted when dropped (also when the test panics).
+pub struct TestNs {
+    pub name: String,
+}
+
+impl TestNs {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+        let name = format!(
+            "{prefix}-{}-{}-{}",
+            std::process::id() % 100_000,
+            SEQ.fetch_add(1, Ordering::SeqCst),
+            nanos % 100_000
+        );
+        let nss: Api<Namespace> = Api::all(client.clone());
+        let ns =
+            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        nss.create(&PostParams::default(), &ns).await.expect("create namespace");
+        Self { name }
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot be async: delete from a helper thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(c) = Client::try_default().await {
+                    let nss: Api<Namespace> = Api::all(c);
+                    let _ = nss.delete(&name, &DeleteParams::default()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub async fn put_secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) -> Secret {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = Secret {
+        metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() },
+        data: Some([(key.to_string(), ByteString(value.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    api.patch(name, &PatchParams::apply("tests").force(), &Patch::Apply(&s)).await.expect("apply secret")
+}
+
+/// The mock ChatBackend used by most tests (secrets `db`/`url` and `api`/`key`).
+pub fn mock_backend(name: &str, replicas: i32) -> ChatBackend {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "colloquy.dev/v1alpha1",
+        "kind": "ChatBackend",
+        "metadata": { "name": name },
+        "spec": {
+            "image": TEST_IMAGE,
+            "replicas": replicas,
+            "provider": { "mock": {} },
+            "databaseUrlSecretRef": { "name": "db", "key": "url" },
+            "apiKeySecretRef": { "name": "api", "key": "key" },
+            "cors": { "allowedOrigins": ["https://chat.example"] },
+            "systemPrompt": "Be brief.",
+            "podAnnotations": { "team": "chat" },
+        }
+    }))
+    .expect("valid ChatBackend")
+}
+
+pub async fn create_backend(client: &Client, ns: &str, cb: &ChatBackend) -> ChatBackend {
+    let api: Api<ChatBackend> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), cb).await.expect("create ChatBackend")
+}
+
+pub fn context(client: &Client) -> Arc<Context> {
+    Arc::new(Context::new(client.clone(), "registry.test/chat-api:default", Metrics::new(), None))
+}
+
+/// Fetches the ChatBackend and reconciles it once.
+pub async fn reconcile_once(ctx: &Arc<Context>, ns: &str, name: &str) -> ChatBackend {
+    let api: Api<ChatBackend> = Api::namespaced(ctx.client.clone(), ns);
+    let cb = api.get(name).await.expect("get ChatBackend");
+    reconcile(Arc::new(cb), ctx.clone()).await.expect("reconcile");
+    api.get(name).await.expect("get ChatBackend")
+}
+
+pub fn condition<'a>(cb: &'a ChatBackend, type_: &str) -> (&'a str, &'a str) {
+    let c = cb
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", cb.status));
+    (c.status.as_str(), c.reason.as_str())
+}

@@ -1,0 +1,144 @@
+//! The "done when" path: `manifests/` (CRD + RBAC) and `manifests/samples/mock.yaml`
+//! applied to a fresh namespace, the controller running with the RBAC of its
+//! ServiceAccount (impersonated), and the Ready path as rollout is simulated.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_controller::crd::ChatBackend;
+use chat_controller::metrics::Metrics;
+use chat_controller::names::{conditions as ct, reasons};
+use chat_controller::reconcile::Context;
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{Scope, pinned_kind};
+use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
+use serde_json::json;
+
+const SA: &str = "system:serviceaccount:colloquy-system:chat-controller";
+
+fn repo_file(rel: &str) -> String {
+    let path = format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// `kubectl apply -n ns -f` for a multi-document YAML (server-side apply).
+async fn apply_yaml(client: &Client, ns: &str, text: &str) {
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(doc).expect("yaml");
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_yaml::from_value(value).expect("object");
+        let gvk = GroupVersionKind::try_from(obj.types.as_ref().expect("apiVersion/kind")).unwrap();
+        let (ar, caps) = pinned_kind(client, &gvk).await.expect("discover kind");
+        let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+            Api::namespaced_with(client.clone(), &obj.namespace().unwrap_or_else(|| ns.to_string()), &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        api.patch(&obj.name_any(), &PatchParams::apply("tests").force(), &Patch::Apply(&obj))
+            .await
+            .unwrap_or_else(|e| panic!("apply {} {}: {e}", gvk.kind, obj.name_any()));
+    }
+}
+
+async fn impersonated_client() -> Client {
+    let mut config = kube::Config::infer().await.expect("kubeconfig");
+    config.auth_info.impersonate = Some(SA.to_string());
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".to_string(),
+        "system:serviceaccounts:colloquy-system".to_string(),
+        "system:authenticated".to_string(),
+    ]);
+    Client::try_from(config).expect("impersonating client")
+}
+
+#[tokio::test]
+async fn manifests_and_mock_sample_reach_ready_with_controller_rbac() {
+    let admin = client().await;
+    apply_yaml(&admin, "default", &repo_file("manifests/crd/chatbackends.colloquy.dev.yaml")).await;
+    apply_yaml(&admin, "default", &repo_file("manifests/rbac/controller.yaml")).await;
+    let ns_guard = TestNs::new(&admin, "cc-sample").await;
+    let ns = ns_guard.name.clone();
+    apply_yaml(&admin, &ns, &repo_file("manifests/samples/mock.yaml")).await;
+
+    // The controller, as its ServiceAccount (scoped to the test namespace so parallel tests do not interfere).
+    let sa = impersonated_client().await;
+    let ctx = Arc::new(Context::new(sa.clone(), "registry.test/chat-api:sample", Metrics::new(), None));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(chat_controller::controller::run(ctx, Some(ns.clone()), async move {
+        let _ = stop_rx.await;
+    }));
+
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    let j = jobs.clone();
+    let job = eventually("migration Job", Duration::from_secs(30), || {
+        let j = j.clone();
+        async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
+    })
+    .await;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    jobs.patch_status(
+        &job,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "startTime": now, "completionTime": now, "succeeded": 1,
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                {"type": "Complete", "status": "True", "lastTransitionTime": now}]
+        }})),
+    )
+    .await
+    .unwrap();
+
+    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let d = deps.clone();
+    let dep = eventually("Deployment", Duration::from_secs(30), || {
+        let d = d.clone();
+        async move { d.get_opt("demo").await.ok()? }
+    })
+    .await;
+    let n = dep.spec.as_ref().unwrap().replicas.unwrap();
+    deps.patch_status(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "observedGeneration": dep.metadata.generation,
+            "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n,
+        }})),
+    )
+    .await
+    .unwrap();
+
+    let backends: Api<ChatBackend> = Api::namespaced(admin.clone(), &ns);
+    let b = backends.clone();
+    let cb = eventually("Ready=True", Duration::from_secs(30), || {
+        let b = b.clone();
+        async move {
+            let cb = b.get("demo").await.ok()?;
+            (cb.status.is_some() && condition(&cb, ct::READY) == (ct::TRUE, reasons::AVAILABLE)).then_some(cb)
+        }
+    })
+    .await;
+    assert_eq!(condition(&cb, ct::DEGRADED), (ct::FALSE, reasons::AS_EXPECTED));
+    assert_eq!(condition(&cb, ct::SERVICE_MONITOR).0, ct::TRUE);
+
+    // The full set of objects.
+    Api::<ConfigMap>::namespaced(admin.clone(), &ns).get("demo-config").await.unwrap();
+    Api::<Service>::namespaced(admin.clone(), &ns).get("demo").await.unwrap();
+    Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns).get("demo").await.unwrap();
+    let sm: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), &ns, &chat_controller::builders::servicemonitor::api_resource());
+    sm.get("demo").await.unwrap();
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(20), run).await.expect("graceful shutdown").unwrap();
+}
