@@ -58,19 +58,7 @@ async fn running_controller_repairs_drift_and_follows_secrets() {
     .await;
 
     // Job success (status written by hand) -> the Job watch triggers -> Deployment.
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    jobs.patch_status(
-        &job_name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {
-            "startTime": now, "completionTime": now, "succeeded": 1,
-            "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-                {"type": "Complete", "status": "True", "lastTransitionTime": now}]
-        }})),
-    )
-    .await
-    .unwrap();
+    succeed_job(&client, &ns, &job_name).await;
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d = deps.clone();
     let h0 = eventually("Deployment after migration", WAIT, || {

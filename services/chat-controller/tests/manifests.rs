@@ -85,19 +85,7 @@ async fn manifests_and_mock_sample_reach_ready_with_controller_rbac() {
         async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
     })
     .await;
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    jobs.patch_status(
-        &job,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {
-            "startTime": now, "completionTime": now, "succeeded": 1,
-            "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-                {"type": "Complete", "status": "True", "lastTransitionTime": now}]
-        }})),
-    )
-    .await
-    .unwrap();
+    succeed_job(&admin, &ns, &job).await;
 
     let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     let d = deps.clone();

@@ -31,45 +31,6 @@ fn migration_job_name(cb: &ChatBackend) -> String {
     cb.status.as_ref().and_then(|s| s.migration.as_ref()).expect("migration status").job_name.clone()
 }
 
-/// Marks a Job as succeeded through its status subresource.
-async fn succeed_job(client: &Client, ns: &str, name: &str) {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1, "active": 0,
-        "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastTransitionTime": now, "lastProbeTime": now},
-            {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastTransitionTime": now, "lastProbeTime": now}
-        ]
-    }});
-    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate Job success");
-}
-
-async fn fail_job(client: &Client, ns: &str, name: &str) {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
-        "startTime": now, "failed": 4, "active": 0,
-        "conditions": [
-            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now, "lastProbeTime": now},
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now, "lastProbeTime": now}
-        ]
-    }});
-    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate Job failure");
-}
-
-/// Marks the Deployment's current generation as fully rolled out.
-async fn roll_out(client: &Client, ns: &str, name: &str) {
-    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let d = deps.get(name).await.expect("deployment");
-    let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = json!({"status": {
-        "observedGeneration": d.metadata.generation,
-        "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n,
-    }});
-    deps.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate rollout");
-}
-
 fn config_hash(d: &Deployment) -> String {
     d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[annotations::CONFIG_HASH]
         .clone()

@@ -113,7 +113,9 @@ async fn metrics_count_requests_by_route_template(pool: PgPool) {
     assert!(
         line(r#"colloquy_llm_requests_total{model="colloquy-mock",outcome="error",provider="mock"}"#).ends_with(" 1")
     );
-    assert!(line(r#"colloquy_http_request_duration_seconds_count{method="POST",route="/api/ai/chat"}"#).ends_with(" 4"));
+    assert!(
+        line(r#"colloquy_http_request_duration_seconds_count{method="POST",route="/api/ai/chat"}"#).ends_with(" 4")
+    );
     assert!(line(r#"colloquy_db_query_duration_seconds_count{operation="append_turn"}"#).ends_with(" 1"));
     assert!(line(r#"colloquy_db_query_duration_seconds_count{operation="create_conversation"}"#).ends_with(" 1"));
     assert!(

@@ -10,10 +10,13 @@ use chat_controller::crd::ChatBackend;
 use chat_controller::metrics::Metrics;
 use chat_controller::reconcile::{Context, reconcile};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
 
 pub const TEST_IMAGE: &str = "registry.test/chat-api:1.0.0";
 
@@ -177,4 +180,43 @@ pub fn condition<'a>(cb: &'a ChatBackend, type_: &str) -> (&'a str, &'a str) {
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .unwrap_or_else(|| panic!("no {type_} condition in {:?}", cb.status));
     (c.status.as_str(), c.reason.as_str())
+}
+
+/// Marks a Job as succeeded through its status subresource.
+pub async fn succeed_job(client: &Client, ns: &str, name: &str) {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "startTime": now, "completionTime": now, "succeeded": 1, "active": 0,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastTransitionTime": now, "lastProbeTime": now},
+            {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastTransitionTime": now, "lastProbeTime": now}
+        ]
+    }});
+    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate Job success");
+}
+
+pub async fn fail_job(client: &Client, ns: &str, name: &str) {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "startTime": now, "failed": 4, "active": 0,
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now, "lastProbeTime": now},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now, "lastProbeTime": now}
+        ]
+    }});
+    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate Job failure");
+}
+
+/// Marks the Deployment's current generation as fully rolled out.
+pub async fn roll_out(client: &Client, ns: &str, name: &str) {
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = deps.get(name).await.expect("deployment");
+    let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = json!({"status": {
+        "observedGeneration": d.metadata.generation,
+        "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n,
+    }});
+    deps.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate rollout");
 }
