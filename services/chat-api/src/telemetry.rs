@@ -28,7 +28,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::{ConfigError, EnvSource, LogFormat};
+use crate::config::{ConfigError, EnvSource, LogFormat, check_url};
 use crate::request_id;
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn";
@@ -129,13 +129,6 @@ impl TraceConfig {
             service_name: get(names::OTEL_SERVICE_NAME).unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned()),
             sampler,
         }))
-    }
-}
-
-fn check_url(var: &str, raw: &str) -> Result<String, ConfigError> {
-    match reqwest::Url::parse(raw) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(raw.trim_end_matches('/').to_owned()),
-        _ => Err(ConfigError::invalid(var, "must be an http:// or https:// URL")),
     }
 }
 

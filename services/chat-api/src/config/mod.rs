@@ -191,7 +191,8 @@ impl Vars<'_> {
     }
 }
 
-fn check_url(name: &str, raw: &str) -> Result<String, ConfigError> {
+/// An http(s) URL without trailing slash, or an error naming `name`.
+pub fn check_url(name: &str, raw: &str) -> Result<String, ConfigError> {
     let parsed = reqwest::Url::parse(raw).map_err(|e| ConfigError::invalid(name, format!("not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ConfigError::invalid(name, "must be an http:// or https:// URL"));
