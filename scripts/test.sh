@@ -39,6 +39,9 @@ bash scripts/k8s-testenv.sh smoke
 log "chart, manifests and image checks"
 bash scripts/chart-test.sh
 
+log "Prometheus: rules, promtool unit tests, dashboard and alert queries on a live Prometheus"
+bash scripts/prometheus-test.sh
+
 log "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
