@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use chat_api::config::{Config, DatabaseConfig, LogFormat, ProcessEnv, SecretValues};
 use chat_api::{server, telemetry};
 
+/// mimalloc: measurably less CPU per turn than glibc malloc under load
+/// (see the README's Performance section), with RSS still well under 50 MB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "chat-api", version, about = "Colloquy chat API")]
 struct Cli {

@@ -9,9 +9,10 @@ pub fn history_from_texts(texts: &[String]) -> Vec<(Role, String)> {
 
 /// System prompt, then the newest `max_history` messages of `history` (oldest
 /// first), then the new user message.
+/// Takes the history by value: its strings move into the request, uncopied.
 pub fn build_messages(
     system_prompt: Option<&str>,
-    history: &[(Role, String)],
+    history: Vec<(Role, String)>,
     max_history: usize,
     user_message: &str,
 ) -> Vec<ChatMessage> {
@@ -20,7 +21,7 @@ pub fn build_messages(
     if let Some(prompt) = system_prompt {
         messages.push(ChatMessage::new(Role::System, prompt));
     }
-    messages.extend(history[skip..].iter().map(|(role, text)| ChatMessage::new(*role, text.clone())));
+    messages.extend(history.into_iter().skip(skip).map(|(role, content)| ChatMessage { role, content }));
     messages.push(ChatMessage::new(Role::User, user_message));
     messages
 }
@@ -32,7 +33,7 @@ mod tests {
     #[test]
     fn system_then_newest_history_then_message() {
         let history = history_from_texts(&["a".into(), "b".into(), "c".into(), "d".into()]);
-        let messages = build_messages(Some("be brief"), &history, 3, "e");
+        let messages = build_messages(Some("be brief"), history, 3, "e");
         let got: Vec<(Role, &str)> = messages.iter().map(|m| (m.role, m.content.as_str())).collect();
         assert_eq!(
             got,
@@ -48,7 +49,7 @@ mod tests {
 
     #[test]
     fn no_system_prompt_no_history() {
-        let messages = build_messages(None, &[], 50, "hi");
+        let messages = build_messages(None, Vec::new(), 50, "hi");
         assert_eq!(messages, vec![ChatMessage::new(Role::User, "hi")]);
     }
 }

@@ -175,7 +175,7 @@ impl ChatService {
         };
         // Request history is stored with the turn only when it is the context.
         let seeded = if stored.is_empty() { history_from_texts(&input.history) } else { Vec::new() };
-        let context: &[(Role, String)] = if stored.is_empty() { &seeded } else { &stored };
+        let context = if stored.is_empty() { seeded.clone() } else { stored };
         let request = CompletionRequest {
             messages: build_messages(
                 self.settings.system_prompt.as_deref(),

@@ -47,11 +47,7 @@ pub enum AllowedOrigins {
 }
 
 /// Log output format (`LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use colloquy_telemetry::LogFormat;
 
 /// Which LLM provider answers, with its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

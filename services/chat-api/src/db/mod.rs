@@ -5,10 +5,13 @@ pub mod conversations;
 
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use crate::config::DatabaseConfig;
+
+/// Connections idle longer than this are pinged before use.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(30);
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -41,6 +44,17 @@ pub fn lazy_pool(config: &DatabaseConfig) -> Result<PgPool, DbError> {
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(3))
         .idle_timeout(Duration::from_secs(300))
+        // sqlx pings every connection on acquire by default: an extra round
+        // trip per statement. Ping only connections that sat idle a while.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_PING_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options(config)?))
 }
 

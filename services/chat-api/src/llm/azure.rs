@@ -41,7 +41,8 @@ impl AzureOpenAi {
             .post(&self.url)
             .query(&[("api-version", self.api_version.as_str())])
             .header("api-key", openai_wire::sensitive_header(self.api_key.expose())?)
-            .json(&openai_wire::request_body(None, &request.messages, stream));
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(openai_wire::request_body(None, &request.messages, stream));
         let builder = openai_wire::optional_header(builder, "x-ms-client-request-id", Some(&request.request_id));
         Ok(openai_wire::optional_header(builder, "traceparent", request.traceparent.as_deref()))
     }

@@ -33,8 +33,11 @@ impl OpenAiCompatible {
     }
 
     fn request(&self, request: &CompletionRequest, stream: bool) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let mut builder =
-            self.http.post(&self.url).json(&openai_wire::request_body(Some(&self.model), &request.messages, stream));
+        let mut builder = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(openai_wire::request_body(Some(&self.model), &request.messages, stream));
         if let Some(key) = &self.api_key {
             builder =
                 builder.header(AUTHORIZATION, openai_wire::sensitive_header(&format!("Bearer {}", key.expose()))?);

@@ -48,16 +48,16 @@ struct ChatRequest<'a> {
     stream_options: Option<StreamOptions>,
 }
 
-/// The JSON body of a chat-completions request. `model` is `None` for Azure,
-/// where the deployment in the URL picks the model.
-pub(super) fn request_body(model: Option<&str>, messages: &[ChatMessage], stream: bool) -> Value {
+/// The JSON body of a chat-completions request, serialised once, straight to
+/// bytes. `model` is `None` for Azure, where the deployment in the URL picks the model.
+pub(super) fn request_body(model: Option<&str>, messages: &[ChatMessage], stream: bool) -> Vec<u8> {
     let body = ChatRequest {
         model,
         messages: messages.iter().map(|m| WireMessage { role: m.role, content: &m.content }).collect(),
         stream,
         stream_options: stream.then_some(StreamOptions { include_usage: true }),
     };
-    serde_json::to_value(body).expect("a chat request always serialises")
+    serde_json::to_vec(&body).expect("a chat request always serialises")
 }
 
 // ---------------------------------------------------------------------------
@@ -700,11 +700,12 @@ mod tests {
     #[test]
     fn request_body_shape() {
         let messages = [ChatMessage::new(Role::System, "s"), ChatMessage::new(Role::User, "u")];
+        let parse = |bytes: Vec<u8>| serde_json::from_slice::<Value>(&bytes).unwrap();
         assert_eq!(
-            request_body(None, &messages, false),
+            parse(request_body(None, &messages, false)),
             serde_json::json!({"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}]})
         );
-        let streamed = request_body(Some("m"), &messages, true);
+        let streamed = parse(request_body(Some("m"), &messages, true));
         assert_eq!(streamed["model"], "m");
         assert_eq!(streamed["stream"], true);
         assert_eq!(streamed["stream_options"]["include_usage"], true);

@@ -64,7 +64,8 @@ impl VertexAi {
             .http
             .post(url)
             .header(reqwest::header::AUTHORIZATION, openai_wire::sensitive_header(&format!("Bearer {token}"))?)
-            .json(&request_body(&request.messages));
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(request_body(&request.messages));
         let builder = openai_wire::optional_header(builder, "x-request-id", Some(&request.request_id));
         let builder = openai_wire::optional_header(builder, "traceparent", request.traceparent.as_deref());
         Ok((builder, token))
@@ -155,7 +156,7 @@ struct GenerateContentRequest<'a> {
 
 /// The `generateContent` body: system messages become `systemInstruction`
 /// parts, the others `contents` in order (assistant → `model`).
-fn request_body(messages: &[ChatMessage]) -> serde_json::Value {
+fn request_body(messages: &[ChatMessage]) -> Vec<u8> {
     let system: Vec<Part<'_>> =
         messages.iter().filter(|m| m.role == Role::System).map(|m| Part { text: &m.content }).collect();
     let contents = messages
@@ -173,7 +174,7 @@ fn request_body(messages: &[ChatMessage]) -> serde_json::Value {
         contents,
         system_instruction: (!system.is_empty()).then_some(SystemInstruction { parts: system }),
     };
-    serde_json::to_value(body).expect("a generateContent request always serialises")
+    serde_json::to_vec(&body).expect("a generateContent request always serialises")
 }
 
 #[derive(Deserialize)]

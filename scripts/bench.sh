@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# Benchmark of the chat API's turn path, end to end on this machine:
+#
+#   * a private PostgreSQL at default settings (fsync on), via scripts/pg.sh,
+#     on its own port and data directory, wiped at each run;
+#   * a fake Azure OpenAI upstream that is never the bottleneck: Debian's nginx
+#     answering a fixed, real-shaped chat completion (scripts/bench/nginx.conf.in);
+#   * the release build of chat-api, provider azure-openai pointed at that nginx;
+#   * wrk (scripts/bench/chat.lua): proxy-shape turns (X-API-Key + client_user_id),
+#     half continuing seeded conversations, half starting new ones, after a warm-up;
+#   * then pgbench (scripts/bench/turn.pgbench) doing one turn's writes per
+#     transaction (the conversation update + two message inserts) at the same
+#     concurrency: the PostgreSQL ceiling for this machine.
+#
+# turns/s is counted from rows actually stored (assistant messages), so errors
+# are not throughput. Everything started here is stopped on exit.
+#
+#   scripts/bench.sh
+#
+# Environment: BENCH_DURATION (20 s), BENCH_CONNECTIONS (64), BENCH_WARMUP (5 s),
+# BENCH_THREADS (2: wrk and pgbench threads), BENCH_SEED_CONVERSATIONS (1024),
+# BENCH_PG_PORT (55434), DATABASE_MAX_CONNECTIONS (chat-api's pool; unset =
+# the service default), RUST_LOG (warn), BENCH_SKIP_BUILD=1 (use the existing
+# release binary), BENCH_BIN (benchmark this chat-api binary instead; no build),
+# BENCH_SKIP_PGBENCH=1, BENCH_DB_SETTINGS (see below), BENCH_MIX (mixed: half
+# new, half continuing; or new, continue: one kind only, to see what each costs).
+
+# Process id lists ($(pg_pids), $pids, /proc fields) are split into words on purpose.
+# shellcheck disable=SC2046,SC2086
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+DURATION="${BENCH_DURATION:-20}"
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+WARMUP="${BENCH_WARMUP:-5}"
+THREADS="${BENCH_THREADS:-2}"
+NCONV="${BENCH_SEED_CONVERSATIONS:-1024}"
+BENCH_USER="7b0c5d1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e"
+API_KEY="bench-internal-api-key-0123456789"
+HERE="$REPO_ROOT/scripts/bench"
+API_RUST_LOG="${RUST_LOG:-warn}"
+
+# The benchmark's PostgreSQL: its own port and directory, wiped, fsync on.
+export COLLOQUY_PG_PORT="${BENCH_PG_PORT:-55434}"
+export COLLOQUY_PG_DIR="${BENCH_PG_DIR:-/var/tmp/colloquy-pg-bench-$COLLOQUY_PG_PORT}"
+export COLLOQUY_PG_RESET=1
+unset COLLOQUY_PG_FAST
+
+need_debs postgresql nginx-light wrk curl ca-certificates
+need_rust
+PGBIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [ -z "${BENCH_BIN:-}" ] && [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
+  log "building chat-api (release)"
+  cargo build --release -p chat-api >&2
+fi
+BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release/chat-api}"
+[ -x "$BIN" ] || die "no release binary at $BIN"
+
+WORK=$(mktemp -d /tmp/colloquy-bench.XXXXXX)
+API_PID=""
+NGINX_PID=""
+PG_STARTED=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$API_PID" ] && kill -0 "$API_PID" 2>/dev/null; then
+    kill -TERM "$API_PID" 2>/dev/null || true
+    wait "$API_PID" 2>/dev/null || true
+  fi
+  if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
+    kill -QUIT "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+  fi
+  if [ -n "$PG_STARTED" ]; then scripts/pg.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$rc" -ne 0 ] && [ -d "$WORK" ]; then
+    log "failed; logs kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+psql_q() { "$PGBIN/psql" "$DATABASE_URL" -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
+stored_turns() { psql_q -c "SELECT count(*) FROM chatbot_user_memory WHERE role = 'assistant'"; }
+
+# CPU time (clock ticks, user + system) of the given processes and all their threads.
+cpu_ticks() {
+  local total=0 pid line
+  for pid in "$@"; do
+    line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    line=${line##*) }
+    # After "pid (comm) ": field 3 is state, so utime/stime (fields 14/15) are words 12/13.
+    set -- $line
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+# Busy and total clock ticks of the whole machine (all cores), from /proc/stat.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+pg_pids() {
+  local master; master=$(head -n 1 "$COLLOQUY_PG_DIR/data/postmaster.pid")
+  echo "$master" $(pgrep -P "$master" || true)
+}
+
+# --- PostgreSQL ----------------------------------------------------------------
+PG_STARTED=1
+eval "$(scripts/pg.sh start | tail -n 1)"
+export DATABASE_URL
+log "applying migrations"
+"$BIN" migrate >"$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log" >&2; die "chat-api migrate failed"; }
+# BENCH_DB_SETTINGS="name=value ...": database-level settings for experiments
+# (e.g. plan_cache_mode=force_generic_plan); they apply to chat-api and pgbench alike.
+for setting in ${BENCH_DB_SETTINGS:-}; do
+  psql_q -c "ALTER DATABASE colloquy SET ${setting%%=*} = '${setting#*=}'"
+done
+log "seeding $NCONV conversations"
+psql_q -v nconv="$NCONV" -v user="$BENCH_USER" -f "$HERE/seed.sql" >"$WORK/ids"
+[ "$(wc -l <"$WORK/ids")" -eq "$NCONV" ] || die "seeding produced $(wc -l <"$WORK/ids") ids, expected $NCONV"
+
+# --- fake Azure OpenAI (nginx) ---------------------------------------------------
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx"
+sed -e "s#@PREFIX@#$WORK/nginx#g" -e "s#@PORT@#$NGINX_PORT#g" "$HERE/nginx.conf.in" >"$WORK/nginx/nginx.conf"
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
+NGINX_PID=$!
+
+# --- chat-api ----------------------------------------------------------------------
+PORT=$(free_port)
+METRICS_PORT=$(free_port)
+(
+  export HOST=127.0.0.1 PORT METRICS_PORT INTERNAL_API_KEY="$API_KEY" \
+    LLM_PROVIDER=azure-openai AZURE_OPENAI_ENDPOINT="http://127.0.0.1:$NGINX_PORT" \
+    AZURE_OPENAI_DEPLOYMENT_NAME=bench AZURE_OPENAI_API_KEY=bench-azure-key \
+    LOG_FORMAT=json RUST_LOG="$API_RUST_LOG"
+  exec "$BIN" serve
+) >"$WORK/chat-api.log" 2>&1 &
+API_PID=$!
+
+URL="http://127.0.0.1:$PORT"
+for _ in $(seq 1 100); do
+  curl -fsS "$URL/readyz" >/dev/null 2>&1 && curl -fsS -o /dev/null -X POST \
+    "http://127.0.0.1:$NGINX_PORT/openai/deployments/bench/chat/completions" 2>/dev/null && break
+  kill -0 "$API_PID" 2>/dev/null || { cat "$WORK/chat-api.log" >&2; die "chat-api exited"; }
+  kill -0 "$NGINX_PID" 2>/dev/null || { cat "$WORK/nginx/error.log" >&2; die "nginx exited"; }
+  sleep 0.1
+done
+curl -fsS "$URL/readyz" >/dev/null || { cat "$WORK/chat-api.log" >&2; die "chat-api did not become ready"; }
+
+# One turn of each kind by hand, so a broken setup fails here with its answer shown.
+turn() {
+  curl -sS -X POST "$URL/api/ai/chat" -H 'Content-Type: application/json' -H "X-API-Key: $API_KEY" -d "$1" \
+    -w '\n%{http_code}'
+}
+out=$(turn "{\"user_message\":\"Hello\",\"client_user_id\":\"$BENCH_USER\"}")
+[ "${out##*$'\n'}" = 200 ] || die "new-conversation turn failed: $out"
+out=$(turn "{\"conversation_id\":\"$(head -n 1 "$WORK/ids")\",\"user_message\":\"Hello again\",\"client_user_id\":\"$BENCH_USER\"}")
+[ "${out##*$'\n'}" = 200 ] || die "continuing turn failed: $out"
+case "$out" in *'"ai_response":"Here is a short summary'*) ;; *) die "unexpected answer: $out" ;; esac
+
+run_wrk() { # DURATION
+  wrk -t "$THREADS" -c "$CONNECTIONS" -d "${1}s" --timeout 10s -s "$HERE/chat.lua" "$URL" -- \
+    "$WORK/ids" "$BENCH_USER" "$API_KEY" "$THREADS" "${BENCH_MIX:-mixed}"
+}
+
+if [ "$WARMUP" -gt 0 ]; then
+  log "warm-up: ${WARMUP}s at $CONNECTIONS connections"
+  run_wrk "$WARMUP" >"$WORK/warmup.txt"
+fi
+
+log "measuring: ${DURATION}s at $CONNECTIONS connections ($(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg))"
+before=$(stored_turns)
+api_cpu0=$(cpu_ticks "$API_PID"); pg_cpu0=$(cpu_ticks $(pg_pids)); nginx_cpu0=$(cpu_ticks $(pgrep -P "$NGINX_PID") "$NGINX_PID")
+read -r busy0 _ < <(machine_ticks)
+t0=$(date +%s.%N)
+TIMEFORMAT='%U %S'
+{ time run_wrk "$DURATION" >"$WORK/wrk.txt" 2>&1; } 2>"$WORK/wrk.time"
+t1=$(date +%s.%N)
+api_cpu1=$(cpu_ticks "$API_PID"); pg_cpu1=$(cpu_ticks $(pg_pids)); nginx_cpu1=$(cpu_ticks $(pgrep -P "$NGINX_PID") "$NGINX_PID")
+read -r busy1 _ < <(machine_ticks)
+rss_now=$(awk '/^VmRSS:/ {print $2}' "/proc/$API_PID/status")
+rss_peak=$(awk '/^VmHWM:/ {print $2}' "/proc/$API_PID/status")
+sleep 0.5 # let turns still in flight when wrk stopped commit (at most one per connection)
+after=$(stored_turns)
+cat "$WORK/wrk.txt" >&2
+history=$(psql_q -c "SELECT round(avg(n), 1) FROM (SELECT count(*) AS n FROM chatbot_user_memory
+  WHERE conversation_id IN (SELECT conversation_id FROM chatbot_conversation_audit WHERE title LIKE 'Bench conversation %')
+  GROUP BY conversation_id) s")
+
+line=$(grep '^BENCH ' "$WORK/wrk.txt") || die "wrk printed no summary"
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $line"; }
+elapsed=$(awk -v a="$t0" -v b="$t1" -v d="$(field duration_us)" 'BEGIN { e = d / 1e6; if (e <= 0) e = b - a; printf "%.3f", e }')
+turns=$((after - before))
+tps=$(awk -v n="$turns" -v s="$elapsed" 'BEGIN { printf "%.0f", n / s }')
+ms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
+cores() { awk -v t="$1" -v s="$elapsed" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s }'; }
+requests=$(field requests)
+non2xx=$(field non2xx)
+api_cpu="chat-api $(cores $((api_cpu1 - api_cpu0))), PostgreSQL $(cores $((pg_cpu1 - pg_cpu0))), nginx $(cores $((nginx_cpu1 - nginx_cpu0))), wrk $(awk -v s="$elapsed" '{ printf "%.2f", ($1 + $2) / s }' "$WORK/wrk.time"), whole machine $(cores $((busy1 - busy0))) (incl. anything else running)"
+sock_errors=$(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts)))
+
+# --- pgbench: PostgreSQL's ceiling for the same writes ------------------------------
+ceiling=""
+if [ "${BENCH_SKIP_PGBENCH:-}" != 1 ]; then
+  log "pgbench: one turn's writes per transaction, ${DURATION}s at $CONNECTIONS clients"
+  { time "$PGBIN/pgbench" -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" \
+    -D nconv="$NCONV" -D user="$BENCH_USER" -f "$HERE/turn.pgbench" "$DATABASE_URL" >"$WORK/pgbench.txt" 2>&1; } \
+    2>"$WORK/pgbench.time" &
+  pgbench_job=$!
+  # PostgreSQL's CPU over the middle of the run (its backends exist only while pgbench runs).
+  pg_window=$((DURATION > 6 ? DURATION - 4 : 1))
+  sleep 2
+  pids=$(pg_pids); pg_cpu0=$(cpu_ticks $pids); read -r busy0 _ < <(machine_ticks); w0=$(date +%s.%N)
+  sleep "$pg_window"
+  pg_cpu1=$(cpu_ticks $pids); read -r busy1 _ < <(machine_ticks); w1=$(date +%s.%N)
+  pg_window=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')
+  wait "$pgbench_job" || { cat "$WORK/pgbench.txt" >&2; die "pgbench failed"; }
+  pgbench_cpu="PostgreSQL $(elapsed=$pg_window cores $((pg_cpu1 - pg_cpu0))), pgbench $(awk -v s="$DURATION" '{ printf "%.2f", ($1 + $2) / s }' "$WORK/pgbench.time"), whole machine $(elapsed=$pg_window cores $((busy1 - busy0)))"
+  grep -E '^(number of (transactions|failed)|latency|tps)' "$WORK/pgbench.txt" >&2 || true
+  ceiling=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$WORK/pgbench.txt")
+  [ -n "$ceiling" ] || { cat "$WORK/pgbench.txt" >&2; die "no tps in pgbench's output"; }
+fi
+
+cat <<EOF
+
+== Colloquy chat API benchmark ($(nproc) cores, fsync on) ==
+load:                  ${CONNECTIONS} connections, ${DURATION}s after ${WARMUP}s warm-up, turns: ${BENCH_MIX:-mixed} (mixed = half new / half continuing)
+                       (${NCONV} seeded conversations, ${history} stored messages each on average at the end)
+chat-api:              RUST_LOG=$API_RUST_LOG, DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-default}${BENCH_DB_SETTINGS:+, database settings: $BENCH_DB_SETTINGS}
+turns/s (stored rows): ${tps}   (${turns} turns in ${elapsed}s; wrk saw ${requests} responses)
+latency p50/p90/p99:   $(ms "$(field p50_us)") / $(ms "$(field p90_us)") / $(ms "$(field p99_us)") ms   (max $(ms "$(field max_us)") ms)
+non-2xx:               ${non2xx}   (socket errors/timeouts: ${sock_errors})
+peak RSS:              $(awk -v k="$rss_peak" 'BEGIN { printf "%.1f", k / 1024 }') MB   (at end of run: $(awk -v k="$rss_now" 'BEGIN { printf "%.1f", k / 1024 }') MB)
+CPU (cores busy):      ${api_cpu}
+EOF
+if [ -n "$ceiling" ]; then
+  cat <<EOF
+PostgreSQL ceiling (pgbench, same writes): $(printf '%.0f' "$ceiling") tx/s
+CPU during pgbench:    ${pgbench_cpu}
+ratio:                 $(awk -v a="$tps" -v b="$ceiling" 'BEGIN { printf "%.0f", 100 * a / b }') %
+EOF
+fi
