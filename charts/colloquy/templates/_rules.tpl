@@ -11,7 +11,8 @@
   - apiGroups: [""]
     resources: ["secrets"]
     verbs: ["get", "list", "watch"]
-  # Owned objects (server-side apply = patch; delete for the PDB/ServiceMonitor when no longer wanted).
+  # Owned objects (server-side apply = patch; delete for the PDB/ServiceMonitor when no longer
+  # wanted and for superseded migration Jobs).
   - apiGroups: [""]
     resources: ["configmaps", "services"]
     verbs: ["get", "list", "watch", "create", "patch"]
@@ -20,7 +21,7 @@
     verbs: ["get", "list", "watch", "create", "patch"]
   - apiGroups: ["batch"]
     resources: ["jobs"]
-    verbs: ["get", "list", "watch", "create", "patch"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
   - apiGroups: ["policy"]
     resources: ["poddisruptionbudgets"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::hash::object_hash;
 use crate::names::{FIELD_MANAGER, annotations};
+use crate::quantity;
 
 /// Whether `v` is a zero value the API server may drop (`omitempty`).
 fn is_empty(v: &Value) -> bool {
@@ -31,16 +32,44 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
+/// Where in an object a value sits, as far as the comparison cares: resource
+/// quantities (`resources.requests.*`, `resources.limits.*`) compare by value,
+/// since the API server stores them in canonical form (`0.5` reads back as `500m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    Other,
+    Resources,
+    QuantityMap,
+    Quantity,
+}
+
+impl At {
+    fn child(self, key: &str) -> At {
+        match (self, key) {
+            (At::QuantityMap, _) => At::Quantity,
+            (At::Resources, "requests" | "limits") => At::QuantityMap,
+            (_, "resources") => At::Resources,
+            _ => At::Other,
+        }
+    }
+}
+
 /// Whether every field of `desired` has the same value in `observed`
-/// (lists compared element-wise with equal length; extra observed fields ignored).
+/// (lists compared element-wise with equal length; extra observed fields ignored;
+/// resource quantities compared by value).
 pub fn is_subset(desired: &Value, observed: &Value) -> bool {
+    subset_at(desired, observed, At::Other)
+}
+
+fn subset_at(desired: &Value, observed: &Value, at: At) -> bool {
     match (desired, observed) {
         (Value::Object(d), Value::Object(o)) => d.iter().all(|(k, dv)| match o.get(k) {
-            Some(ov) => is_subset(dv, ov),
+            Some(ov) => subset_at(dv, ov, at.child(k)),
             None => is_empty(dv),
         }),
-        (Value::Array(d), Value::Array(o)) => d.len() == o.len() && d.iter().zip(o).all(|(a, b)| is_subset(a, b)),
+        (Value::Array(d), Value::Array(o)) => d.len() == o.len() && d.iter().zip(o).all(|(a, b)| subset_at(a, b, at)),
         (d, Value::Null) => is_empty(d),
+        (Value::String(d), Value::String(o)) if at == At::Quantity => quantity::same(d, o),
         (d, o) => d == o,
     }
 }
@@ -107,6 +136,22 @@ mod tests {
         assert!(!is_subset(&d, &json!({"spec": {"ports": []}})));
         assert!(!is_subset(&d, &json!({"spec": {}})));
         assert!(!is_subset(&json!({"a": [1, 2]}), &json!({"a": [1, 2, 3]})));
+    }
+
+    #[test]
+    fn subset_compares_resource_quantities_by_value() {
+        let d = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}}}]}});
+        let o = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}});
+        assert!(is_subset(&d, &o));
+        let more = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "600m", "memory": "1Gi"}}}]}});
+        assert!(!is_subset(&d, &more));
+        // Only quantities: the same strings elsewhere compare as strings.
+        assert!(!is_subset(&json!({"data": {"CPU": "0.5"}}), &json!({"data": {"CPU": "500m"}})));
+        assert!(!is_subset(&json!({"requests": {"cpu": "0.5"}}), &json!({"requests": {"cpu": "500m"}})));
+        assert!(is_subset(
+            &json!({"resources": {"limits": {"cpu": "1"}}}),
+            &json!({"resources": {"limits": {"cpu": "1000m"}}})
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod quantity;
 pub mod reconcile;
 pub mod status;
 

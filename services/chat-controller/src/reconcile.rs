@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -117,7 +117,8 @@ async fn read_secrets(api: &Api<Secret>, cb: &ChatBackend) -> Result<Result<BTre
     Ok(Ok(found.into_iter().filter_map(|(name, s)| Some((name, s?.resource_version().unwrap_or_default()))).collect()))
 }
 
-async fn service_monitor_crd_installed(client: &Client) -> Result<bool> {
+/// Whether the API server serves the Prometheus Operator's ServiceMonitor resource.
+pub async fn service_monitor_crd_installed(client: &Client) -> Result<bool> {
     let gv = format!("{}/{}", servicemonitor::GROUP, servicemonitor::VERSION);
     match client.list_api_group_resources(&gv).await {
         Ok(list) => Ok(list.resources.iter().any(|r| r.name == servicemonitor::PLURAL)),
@@ -211,7 +212,7 @@ async fn apply_owned(
             (MigrationState::Pending, None)
         }
     };
-    obs.migration = Some(MigrationStatus { job_name, image: image.to_string(), state, message });
+    obs.migration = Some(MigrationStatus { job_name: job_name.clone(), image: image.to_string(), state, message });
 
     // 4. Deployment: the new image only once its migration succeeded.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -271,6 +272,29 @@ async fn apply_owned(
             ServiceMonitorState::Disabled
         }
     });
+
+    // Superseded migration Jobs go once this image's Job has succeeded and the
+    // Deployment runs the image (finished ones only; see `job::superseded`).
+    // Housekeeping: a failure is logged and retried on the next reconcile, it
+    // does not fail this one.
+    if state == MigrationState::Succeeded
+        && obs.deployment.as_ref().and_then(deployment::current_image).as_deref() == Some(image)
+        && let Err(e) = delete_superseded_jobs(cb, &jobs, &job_name).await
+    {
+        warn!(chatbackend = %key(cb), error = %e, "failed to delete superseded migration Jobs");
+    }
+    Ok(())
+}
+
+async fn delete_superseded_jobs(cb: &ChatBackend, jobs: &Api<Job>, current: &str) -> Result<()> {
+    let list = jobs.list(&ListParams::default().labels(&job::migration_selector(cb))).await?;
+    for name in job::superseded(cb, &list.items, current) {
+        match jobs.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => info!(chatbackend = %key(cb), job = %name, "deleted superseded migration Job"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 

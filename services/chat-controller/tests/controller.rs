@@ -1,6 +1,7 @@
 //! The running controller (watches included), scoped to the test's namespace:
 //! drift is repaired, a rotated Secret triggers a reconcile, a missing Secret
-//! recovers when it appears.
+//! recovers when it appears, a deleted ServiceMonitor comes back through its
+//! watch, and without the ServiceMonitor CRD that watch is skipped.
 
 mod common;
 
@@ -12,7 +13,7 @@ use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -100,4 +101,143 @@ async fn running_controller_repairs_drift_and_follows_secrets() {
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(20), run).await.expect("controller shuts down gracefully").unwrap();
+}
+
+fn backend_with_service_monitor() -> ChatBackend {
+    let mut cb = mock_backend(NAME, 1);
+    cb.spec.monitoring = serde_json::from_value(json!({"serviceMonitor": {"enabled": true}})).unwrap();
+    cb
+}
+
+/// Runs the controller (scoped to `ns`) with `client`; returns the stop handle and the task.
+fn start(client: &kube::Client, ns: &str) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let run = tokio::spawn(chat_controller::controller::run(context(client), Some(ns.to_string()), async move {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, run)
+}
+
+async fn stop(stop_tx: oneshot::Sender<()>, run: tokio::task::JoinHandle<()>) {
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(20), run).await.expect("controller shuts down gracefully").unwrap();
+}
+
+#[tokio::test]
+async fn running_controller_recreates_a_deleted_service_monitor() {
+    let client = client().await;
+    let ns_guard = TestNs::new(&client, "cc-smwatch").await;
+    let ns = ns_guard.name.clone();
+    put_secret(&client, &ns, "db", "url", "postgres://u:p@db/chat").await;
+    put_secret(&client, &ns, "api", "key", "0123456789abcdef-internal").await;
+    create_backend(&client, &ns, &backend_with_service_monitor()).await;
+    let (stop_tx, run) = start(&client, &ns);
+
+    // Bring the ChatBackend to Ready so that nothing else is pending.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let j = jobs.clone();
+    let job_name = eventually("migration Job", WAIT, || {
+        let j = j.clone();
+        async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
+    })
+    .await;
+    succeed_job(&client, &ns, &job_name).await;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let d = deps.clone();
+    eventually("Deployment", WAIT, || {
+        let d = d.clone();
+        async move { d.get_opt(NAME).await.ok()? }
+    })
+    .await;
+    roll_out(&client, &ns, NAME).await;
+    let backends: Api<ChatBackend> = Api::namespaced(client.clone(), &ns);
+    let b = backends.clone();
+    eventually("Ready", WAIT, || {
+        let b = b.clone();
+        async move {
+            let cb = b.get(NAME).await.ok()?;
+            (cb.status.is_some() && condition(&cb, ct::READY) == (ct::TRUE, reasons::AVAILABLE)).then_some(())
+        }
+    })
+    .await;
+    // Let the reconciles triggered by the controller's own writes settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Delete the ServiceMonitor by hand: only its watch can trigger the repair
+    // within the wait (the periodic resync is 5 minutes).
+    let sms: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &chat_controller::builders::servicemonitor::api_resource());
+    let old_uid = sms.get(NAME).await.expect("ServiceMonitor").uid();
+    sms.delete(NAME, &DeleteParams::default()).await.unwrap();
+    let s = sms.clone();
+    eventually("ServiceMonitor recreated", WAIT, || {
+        let s = s.clone();
+        let old_uid = old_uid.clone();
+        async move { (s.get_opt(NAME).await.ok()??.uid() != old_uid).then_some(()) }
+    })
+    .await;
+
+    // Drift in its spec is repaired as well.
+    sms.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"endpoints": [{"port": "http"}]}})))
+        .await
+        .unwrap();
+    let s = sms.clone();
+    eventually("ServiceMonitor spec restored", WAIT, || {
+        let s = s.clone();
+        async move { (s.get(NAME).await.ok()?.data["spec"]["endpoints"][0]["port"] == "metrics").then_some(()) }
+    })
+    .await;
+
+    stop(stop_tx, run).await;
+}
+
+#[tokio::test]
+async fn without_the_service_monitor_crd_the_watch_is_skipped() {
+    // The same API server, seen through a client on which the monitoring.coreos.com
+    // group does not exist (every request to it is sent to an unknown group: 404).
+    let admin = client().await;
+    let (hidden, rewritten) = rewriting_client("/apis/monitoring.coreos.com/", "/apis/monitoring.absent.test/").await;
+    let ns_guard = TestNs::new(&admin, "cc-nosm").await;
+    let ns = ns_guard.name.clone();
+    put_secret(&admin, &ns, "db", "url", "postgres://u:p@db/chat").await;
+    put_secret(&admin, &ns, "api", "key", "0123456789abcdef-internal").await;
+    create_backend(&admin, &ns, &backend_with_service_monitor()).await;
+    let (stop_tx, run) = start(&hidden, &ns);
+
+    // The controller works as usual and reports the missing CRD.
+    let backends: Api<ChatBackend> = Api::namespaced(admin.clone(), &ns);
+    let b = backends.clone();
+    eventually("ServiceMonitor=False/ServiceMonitorCRDMissing", WAIT, || {
+        let b = b.clone();
+        async move {
+            let cb = b.get(NAME).await.ok()?;
+            (cb.status.is_some()
+                && condition(&cb, ct::SERVICE_MONITOR) == (ct::FALSE, reasons::SERVICE_MONITOR_CRD_MISSING))
+                .then_some(())
+        }
+    })
+    .await;
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    let j = jobs.clone();
+    let job_name = eventually("migration Job", WAIT, || {
+        let j = j.clone();
+        async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
+    })
+    .await;
+    // The other watches run: the Job's success reaches the controller.
+    succeed_job(&admin, &ns, &job_name).await;
+    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let d = deps.clone();
+    eventually("Deployment after migration", WAIT, || {
+        let d = d.clone();
+        async move { d.get_opt(NAME).await.ok()? }
+    })
+    .await;
+
+    let seen = rewritten.lock().unwrap().clone();
+    assert!(seen.iter().any(|u| u.ends_with("/apis/monitoring.absent.test/v1")), "no discovery request: {seen:?}");
+    // Discovery only: no list or watch of ServiceMonitors (the watcher would retry those forever).
+    let others: Vec<_> = seen.iter().filter(|u| !u.ends_with("/apis/monitoring.absent.test/v1")).collect();
+    assert!(others.is_empty(), "ServiceMonitors were listed or watched: {others:?}");
+    stop(stop_tx, run).await;
 }

@@ -1,6 +1,8 @@
 //! The "done when" path: `manifests/` (CRD + RBAC) and `manifests/samples/mock.yaml`
 //! applied to a fresh namespace, the controller running with the RBAC of its
-//! ServiceAccount (impersonated), and the Ready path as rollout is simulated.
+//! ServiceAccount (impersonated), and the Ready path as rollout is simulated;
+//! then the ServiceMonitor watch and the clean-up of superseded migration Jobs,
+//! which need their own permissions.
 
 mod common;
 
@@ -125,7 +127,47 @@ async fn manifests_and_mock_sample_reach_ready_with_controller_rbac() {
     Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns).get("demo").await.unwrap();
     let sm: Api<DynamicObject> =
         Api::namespaced_with(admin.clone(), &ns, &chat_controller::builders::servicemonitor::api_resource());
-    sm.get("demo").await.unwrap();
+    let old_sm = sm.get("demo").await.unwrap().uid();
+
+    // The ServiceMonitor watch works with these RBAC rules: deleted by hand, it comes back.
+    sm.delete("demo", &Default::default()).await.unwrap();
+    let s = sm.clone();
+    eventually("ServiceMonitor recreated", Duration::from_secs(30), || {
+        let s = s.clone();
+        let old_sm = old_sm.clone();
+        async move { (s.get_opt("demo").await.ok()??.uid() != old_sm).then_some(()) }
+    })
+    .await;
+
+    // A new image: once its migration succeeded and the Deployment runs it, the
+    // controller deletes the superseded migration Job (RBAC: delete on jobs).
+    backends
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": "registry.test/chat-api:sample-2"}})),
+        )
+        .await
+        .unwrap();
+    let j = jobs.clone();
+    let old_job = job.clone();
+    let job2 = eventually("second migration Job", Duration::from_secs(30), || {
+        let j = j.clone();
+        let old_job = old_job.clone();
+        async move { j.list(&Default::default()).await.ok()?.items.iter().map(|j| j.name_any()).find(|n| *n != old_job) }
+    })
+    .await;
+    succeed_job(&admin, &ns, &job2).await;
+    let j = jobs.clone();
+    eventually("superseded migration Job deleted", Duration::from_secs(30), || {
+        let j = j.clone();
+        let job2 = job2.clone();
+        async move {
+            let names: Vec<_> = j.list(&Default::default()).await.ok()?.items.iter().map(|j| j.name_any()).collect();
+            (names == [job2]).then_some(())
+        }
+    })
+    .await;
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(20), run).await.expect("graceful shutdown").unwrap();

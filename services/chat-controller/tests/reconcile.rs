@@ -1,4 +1,5 @@
-//! Reconciliation against a real API server. Each test works in its own
+//! Reconciliation against a real API server (migration Job clean-up and
+//! resource quantities included). Each test works in its own
 //! namespace and calls the reconciler directly (no kubelet, no Deployment/Job
 //! controllers: Job success and Deployment readiness are simulated by writing
 //! their status subresources).
@@ -38,9 +39,14 @@ fn config_hash(d: &Deployment) -> String {
 
 /// Brings a fresh ChatBackend to Ready (migration succeeded, rollout simulated).
 async fn make_ready(client: &Client, ns: &str, replicas: i32) -> ChatBackend {
+    make_ready_with(client, ns, &mock_backend(NAME, replicas)).await
+}
+
+/// Brings `cb` (named [`NAME`]) to Ready.
+async fn make_ready_with(client: &Client, ns: &str, cb: &ChatBackend) -> ChatBackend {
     let ctx = context(client);
     secrets(client, ns).await;
-    create_backend(client, ns, &mock_backend(NAME, replicas)).await;
+    create_backend(client, ns, cb).await;
     let cb = reconcile_once(&ctx, ns, NAME).await;
     succeed_job(client, ns, &migration_job_name(&cb)).await;
     reconcile_once(&ctx, ns, NAME).await;
@@ -451,4 +457,116 @@ async fn deleting_the_chatbackend_garbage_collects_everything() {
         }
     })
     .await;
+}
+
+fn job_names(jobs: &[Job]) -> Vec<String> {
+    let mut names: Vec<_> = jobs.iter().map(|j| j.name_any()).collect();
+    names.sort();
+    names
+}
+
+async fn set_image(backends: &Api<ChatBackend>, image: &str) {
+    backends.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": image}}))).await.unwrap();
+}
+
+#[tokio::test]
+async fn superseded_migration_jobs_are_deleted_once_the_new_image_runs() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "cc-jobgc").await;
+    let ns = ns.name.as_str();
+    let cb = make_ready(&client, ns, 1).await;
+    let job1 = migration_job_name(&cb);
+    let ctx = context(&client);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let backends: Api<ChatBackend> = Api::namespaced(client.clone(), ns);
+    let image = |d: &Deployment| chat_controller::builders::deployment::current_image(d).unwrap();
+    let all = || async { job_names(&jobs.list(&Default::default()).await.unwrap().items) };
+
+    // Second image: its Job runs; the first one stays while the Deployment still uses it.
+    set_image(&backends, "registry.test/chat-api:2.0.0").await;
+    let cb = reconcile_once(&ctx, ns, NAME).await;
+    let job2 = migration_job_name(&cb);
+    assert_ne!(job1, job2);
+    let mut both = vec![job1.clone(), job2.clone()];
+    both.sort();
+    assert_eq!(all().await, both);
+    start_job(&client, ns, &job2).await;
+    reconcile_once(&ctx, ns, NAME).await;
+    assert_eq!(all().await, both, "nothing is deleted before the new Job succeeds");
+
+    // The second Job succeeds -> the Deployment moves to image 2 -> the first Job goes.
+    succeed_job(&client, ns, &job2).await;
+    reconcile_once(&ctx, ns, NAME).await;
+    assert_eq!(image(&deps.get(NAME).await.unwrap()), "registry.test/chat-api:2.0.0");
+    assert_eq!(all().await, std::slice::from_ref(&job2));
+
+    // A superseded Job that is still running is kept until it finishes.
+    set_image(&backends, "registry.test/chat-api:3.0.0").await;
+    let cb = reconcile_once(&ctx, ns, NAME).await;
+    let job3 = migration_job_name(&cb);
+    start_job(&client, ns, &job3).await;
+    set_image(&backends, "registry.test/chat-api:2.0.0").await;
+    let cb = reconcile_once(&ctx, ns, NAME).await;
+    assert_eq!(migration_job_name(&cb), job2);
+    assert_eq!(image(&deps.get(NAME).await.unwrap()), "registry.test/chat-api:2.0.0");
+    let mut both = vec![job2.clone(), job3.clone()];
+    both.sort();
+    assert_eq!(all().await, both, "a running Job is never deleted");
+    fail_job(&client, ns, &job3).await;
+    reconcile_once(&ctx, ns, NAME).await;
+    assert_eq!(all().await, std::slice::from_ref(&job2));
+
+    // And nothing left to clean up: the next reconciles write nothing.
+    roll_out(&client, ns, NAME).await;
+    reconcile_once(&ctx, ns, NAME).await;
+    let (counting, writes) = counting_client().await;
+    let cctx = context(&counting);
+    reconcile_once(&cctx, ns, NAME).await;
+    reconcile_once(&cctx, ns, NAME).await;
+    assert_eq!(writes.load(Ordering::SeqCst), 0, "a reconcile with nothing changed must not write");
+    assert_eq!(all().await, [job2]);
+}
+
+#[tokio::test]
+async fn quantities_the_api_server_normalises_do_not_cause_writes() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "cc-qty").await;
+    let ns = ns.name.as_str();
+    let mut cb = mock_backend(NAME, 1);
+    cb.spec.resources = Some(
+        serde_json::from_value(json!({
+            "requests": {"cpu": "0.5", "memory": "1024Mi"},
+            "limits": {"cpu": "1000m", "memory": "1Gi"},
+        }))
+        .unwrap(),
+    );
+    make_ready_with(&client, ns, &cb).await;
+
+    // The API server stored the canonical forms, which differ from the strings in the spec.
+    let d = Api::<Deployment>::namespaced(client.clone(), ns).get(NAME).await.unwrap();
+    let res = d.spec.unwrap().template.spec.unwrap().containers[0].resources.clone().unwrap();
+    let requests = res.requests.unwrap();
+    assert_eq!(requests["cpu"].0, "500m");
+    assert_eq!(requests["memory"].0, "1Gi");
+    assert_eq!(res.limits.unwrap()["cpu"].0, "1");
+
+    let (counting, writes) = counting_client().await;
+    let cctx = context(&counting);
+    reconcile_once(&cctx, ns, NAME).await;
+    assert_eq!(writes.load(Ordering::SeqCst), 0, "a normalised quantity must not cause a re-apply");
+
+    // A real change of a quantity is still applied.
+    Api::<ChatBackend>::namespaced(client.clone(), ns)
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"cpu": "0.75"}}}})),
+        )
+        .await
+        .unwrap();
+    reconcile_once(&cctx, ns, NAME).await;
+    let d = Api::<Deployment>::namespaced(client.clone(), ns).get(NAME).await.unwrap();
+    let res = d.spec.unwrap().template.spec.unwrap().containers[0].resources.clone().unwrap();
+    assert_eq!(res.requests.unwrap()["cpu"].0, "750m");
 }

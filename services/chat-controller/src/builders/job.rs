@@ -87,6 +87,32 @@ pub fn job_state(job: &Job) -> (MigrationState, Option<String>) {
     (MigrationState::Pending, None)
 }
 
+/// Label selector of the migration Jobs of one ChatBackend.
+pub fn migration_selector(cb: &ChatBackend) -> String {
+    format!(
+        "{},{}={},{}={}",
+        labels::MANAGED_SELECTOR,
+        labels::COMPONENT,
+        labels::COMPONENT_MIGRATION,
+        labels::INSTANCE,
+        cb.name_any()
+    )
+}
+
+/// Names of the migration Jobs among `jobs` that the current Job `current`
+/// supersedes: owned by `cb`, not `current`, finished (succeeded or failed, so
+/// never one still running or not yet started) and not already being deleted.
+pub fn superseded(cb: &ChatBackend, jobs: &[Job], current: &str) -> Vec<String> {
+    let uid = cb.uid();
+    jobs.iter()
+        .filter(|j| j.metadata.name.as_deref() != Some(current))
+        .filter(|j| j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .filter(|j| matches!(job_state(j).0, MigrationState::Succeeded | MigrationState::Failed))
+        .map(|j| j.name_any())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +158,44 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn superseded_jobs_are_finished_owned_and_not_current() {
+        let cb = backend();
+        let named = |name: &str, state: Option<&str>| {
+            let mut j = migration_job(&cb, "img").unwrap();
+            if let Some(t) = state {
+                j.status = with_cond(t, "x").status;
+            }
+            j.metadata.name = Some(name.to_string());
+            j
+        };
+        let mut foreign = named("foreign", Some("Complete"));
+        foreign.metadata.owner_references.as_mut().unwrap()[0].uid = "other-uid".into();
+        let mut deleting = named("deleting", Some("Complete"));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        let running = {
+            let mut j = named("running", None);
+            j.status = Some(JobStatus { active: Some(1), ..Default::default() });
+            j
+        };
+        let jobs = vec![
+            named("current", Some("Complete")),
+            named("old-ok", Some("Complete")),
+            named("old-failed", Some("Failed")),
+            named("not-started", None),
+            running,
+            foreign,
+            deleting,
+        ];
+        assert_eq!(superseded(&cb, &jobs, "current"), ["old-ok", "old-failed"]);
+        assert_eq!(
+            migration_selector(&cb),
+            "app.kubernetes.io/managed-by=chat-controller,app.kubernetes.io/component=migration,\
+             app.kubernetes.io/instance=demo"
+        );
     }
 
     #[test]

@@ -52,6 +52,26 @@ pub async fn counting_client() -> (Client, Arc<AtomicUsize>) {
     (client, writes)
 }
 
+/// A client that rewrites every request URI containing `from` to contain `to`
+/// instead (e.g. to hide an API group), recording the rewritten URIs.
+pub async fn rewriting_client(from: &'static str, to: &'static str) -> (Client, Arc<std::sync::Mutex<Vec<String>>>) {
+    require_kubeconfig();
+    let config = kube::Config::infer().await.expect("kubeconfig");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let layer = tower::util::MapRequestLayer::new(move |mut req: http::Request<kube::client::Body>| {
+        let uri = req.uri().to_string();
+        if uri.contains(from) {
+            let new = uri.replace(from, to);
+            *req.uri_mut() = new.parse().expect("rewritten URI");
+            s.lock().unwrap().push(new);
+        }
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(config).expect("client builder").with_layer(&layer).build();
+    (client, seen)
+}
+
 /// Installs the CRD from the Rust types (idempotent) and waits until it is established.
 pub async fn ensure_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -182,12 +202,21 @@ pub fn condition<'a>(cb: &'a ChatBackend, type_: &str) -> (&'a str, &'a str) {
     (c.status.as_str(), c.reason.as_str())
 }
 
+/// The Job's `status.startTime` if it has one (it is immutable once set), else `now`.
+async fn start_time(jobs: &Api<Job>, name: &str, now: &str) -> String {
+    let job = jobs.get(name).await.expect("get Job");
+    match job.status.and_then(|s| s.start_time) {
+        Some(t) => t.0.to_string(),
+        None => now.to_string(),
+    }
+}
+
 /// Marks a Job as succeeded through its status subresource.
 pub async fn succeed_job(client: &Client, ns: &str, name: &str) {
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = json!({"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1, "active": 0,
+        "startTime": start_time(&jobs, name, &now).await, "completionTime": now, "succeeded": 1, "active": 0,
         "conditions": [
             {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastTransitionTime": now, "lastProbeTime": now},
             {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastTransitionTime": now, "lastProbeTime": now}
@@ -196,11 +225,19 @@ pub async fn succeed_job(client: &Client, ns: &str, name: &str) {
     jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate Job success");
 }
 
+/// Marks a Job as started (one active pod) through its status subresource.
+pub async fn start_job(client: &Client, ns: &str, name: &str) {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {"startTime": now, "active": 1}});
+    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate Job start");
+}
+
 pub async fn fail_job(client: &Client, ns: &str, name: &str) {
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = json!({"status": {
-        "startTime": now, "failed": 4, "active": 0,
+        "startTime": start_time(&jobs, name, &now).await, "failed": 4, "active": 0,
         "conditions": [
             {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now, "lastProbeTime": now},
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now, "lastProbeTime": now}
