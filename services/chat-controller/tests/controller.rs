@@ -11,7 +11,6 @@ use chat_controller::crd::ChatBackend;
 use chat_controller::names::{annotations, conditions as ct, reasons};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -50,13 +49,7 @@ async fn running_controller_repairs_drift_and_follows_secrets() {
     })
     .await;
     put_secret(&client, &ns, "db", "url", "postgres://u:p@db/chat").await;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let j = jobs.clone();
-    let job_name = eventually("migration Job after the Secret appears", WAIT, || {
-        let j = j.clone();
-        async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
-    })
-    .await;
+    let job_name = first_migration_job(&client, &ns, WAIT).await;
 
     // Job success (status written by hand) -> the Job watch triggers -> Deployment.
     succeed_job(&client, &ns, &job_name).await;
@@ -134,13 +127,7 @@ async fn running_controller_recreates_a_deleted_service_monitor() {
     let (stop_tx, run) = start(&client, &ns);
 
     // Bring the ChatBackend to Ready so that nothing else is pending.
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let j = jobs.clone();
-    let job_name = eventually("migration Job", WAIT, || {
-        let j = j.clone();
-        async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
-    })
-    .await;
+    let job_name = first_migration_job(&client, &ns, WAIT).await;
     succeed_job(&client, &ns, &job_name).await;
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d = deps.clone();
@@ -217,13 +204,7 @@ async fn without_the_service_monitor_crd_the_watch_is_skipped() {
         }
     })
     .await;
-    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
-    let j = jobs.clone();
-    let job_name = eventually("migration Job", WAIT, || {
-        let j = j.clone();
-        async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
-    })
-    .await;
+    let job_name = first_migration_job(&admin, &ns, WAIT).await;
     // The other watches run: the Job's success reaches the controller.
     succeed_job(&admin, &ns, &job_name).await;
     let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);

@@ -80,13 +80,7 @@ async fn manifests_and_mock_sample_reach_ready_with_controller_rbac() {
         let _ = stop_rx.await;
     }));
 
-    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
-    let j = jobs.clone();
-    let job = eventually("migration Job", Duration::from_secs(30), || {
-        let j = j.clone();
-        async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
-    })
-    .await;
+    let job = first_migration_job(&admin, &ns, Duration::from_secs(30)).await;
     succeed_job(&admin, &ns, &job).await;
 
     let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
@@ -149,6 +143,7 @@ async fn manifests_and_mock_sample_reach_ready_with_controller_rbac() {
         )
         .await
         .unwrap();
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
     let j = jobs.clone();
     let old_job = job.clone();
     let job2 = eventually("second migration Job", Duration::from_secs(30), || {

@@ -257,3 +257,13 @@ pub async fn roll_out(client: &Client, ns: &str, name: &str) {
     }});
     deps.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("simulate rollout");
 }
+
+/// Waits for the first migration Job in `ns` (the controller creates it) and returns its name.
+pub async fn first_migration_job(client: &Client, ns: &str, timeout: Duration) -> String {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    eventually("migration Job", timeout, || {
+        let j = jobs.clone();
+        async move { j.list(&Default::default()).await.ok()?.items.first().map(|j| j.name_any()) }
+    })
+    .await
+}
