@@ -33,9 +33,10 @@ async fn main() -> anyhow::Result<()> {
         _ => LogFormat::Json,
     };
     let telemetry = telemetry::init(log_format, &ProcessEnv)?;
-    let secrets = SecretValues::resolve(&ProcessEnv, &server::http_client()).await?;
+    let http = server::http_client();
+    let secrets = SecretValues::resolve(&ProcessEnv, &http).await?;
     let result = match cli.command {
-        Command::Serve => server::serve(Config::from_env(&ProcessEnv, &secrets)?).await,
+        Command::Serve => server::serve(Config::from_env(&ProcessEnv, &secrets)?, http).await,
         Command::Migrate => server::migrate(&DatabaseConfig::from_env(&ProcessEnv, &secrets)?).await,
     };
     telemetry.shutdown();

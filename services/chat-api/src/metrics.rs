@@ -2,16 +2,12 @@
 //! live here only. Labels are bounded: route templates, never raw paths, user
 //! or conversation ids.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use sqlx::PgPool;
-use std::sync::Arc;
 
 use crate::llm::{Completion, ProviderError};
 
@@ -171,6 +167,12 @@ impl Metrics {
         }
     }
 
+    /// Records one HTTP request; `route` is the template (or `unmatched`).
+    pub fn observe_http(&self, route: &str, method: &str, status: &str, elapsed: Duration) {
+        self.http_requests.with_label_values(&[route, method, status]).inc();
+        self.http_duration.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+    }
+
     /// Records one database operation.
     pub fn observe_db(&self, operation: &str, ok: bool, elapsed: Duration) {
         self.db_duration.with_label_values(&[operation]).observe(elapsed.as_secs_f64());
@@ -196,22 +198,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Middleware recording request counts and latency by route template.
-pub async fn track_http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.http_requests.with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()]).inc();
-    metrics
-        .http_duration
-        .with_label_values(&[route.as_str(), method.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
 }

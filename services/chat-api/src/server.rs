@@ -45,15 +45,15 @@ pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppS
     AppState { chat, auth, pool, metrics }
 }
 
-/// Runs the API and metrics servers until SIGTERM or Ctrl-C.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the API and metrics servers until SIGTERM or Ctrl-C. `http` is the
+/// client that already resolved the secrets (one connection pool per process).
+pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> {
     let pool = db::lazy_pool(&config.database)?;
     if config.run_migrations {
         db::wait_until_reachable(&pool, &config.database).await?;
         db::migrate(&pool).await?;
         tracing::info!("migrations applied");
     }
-    let http = http_client();
     let state = state(&config, pool.clone(), http);
     tracing::info!(
         provider = state.chat.provider.name(),

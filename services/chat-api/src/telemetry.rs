@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -12,7 +14,11 @@ use tracing::Instrument;
 pub use colloquy_telemetry::{SamplerChoice, Telemetry, TraceConfig, otel_layer, traceparent_for, tracer_provider};
 
 use crate::config::{ConfigError, EnvSource, LogFormat};
+use crate::metrics::Metrics;
 use crate::request_id;
+
+/// The `route` metric label of requests no route matched.
+const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// The chat API as a telemetry service.
 pub const SERVICE: colloquy_telemetry::Service =
@@ -25,12 +31,13 @@ pub fn init(format: LogFormat, env: &dyn EnvSource) -> Result<Telemetry, ConfigE
 }
 
 /// Middleware: the server span of each request (child of the caller's
-/// `traceparent`), and one log line when it ends.
-pub async fn trace_request(request: Request, next: Next) -> Response {
+/// `traceparent`), its metrics, and one log line when it ends.
+pub async fn observe_request(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let path = request.uri().path().to_owned();
-    let route = route.unwrap_or(path);
+    let matched = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    // Metrics get the route template only (bounded labels); span and log may show the raw path.
+    let metric_route = matched.clone().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let route = matched.unwrap_or_else(|| request.uri().path().to_owned());
     let id = request_id::current().unwrap_or_default();
     let span = tracing::info_span!(
         "http.server.request",
@@ -45,12 +52,14 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
     colloquy_telemetry::continue_trace(&span, request.headers());
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    metrics.observe_http(&metric_route, method.as_str(), response.status().as_str(), elapsed);
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     if status >= 500 {
         tracing::warn!(request_id = %id, %method, route, status, latency_ms, "request");
     } else {

@@ -58,10 +58,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn tracing_enabled(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Exports what is buffered and stops the exporter.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider

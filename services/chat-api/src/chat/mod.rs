@@ -8,7 +8,7 @@ mod validate;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::telemetry;
 
 pub use context::{build_messages, history_from_texts};
-pub use validate::{MAX_HISTORY_ITEMS, title_from};
+pub use validate::title_from;
 
 /// Chat behaviour settings from the configuration.
 #[derive(Debug, Clone)]
@@ -69,31 +69,16 @@ fn next_instant(after: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc_micros()
+    t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
 }
 
-trait TruncMicros {
-    fn duration_trunc_micros(self) -> Self;
-}
-
-impl TruncMicros for DateTime<Utc> {
-    fn duration_trunc_micros(self) -> Self {
-        use chrono::DurationRound;
-        self.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(self)
-    }
-}
-
-/// Lays out messages one microsecond apart, the first at or after `start`.
-fn stamp(messages: impl IntoIterator<Item = (Role, String)>, start: DateTime<Utc>) -> (Vec<NewMessage>, DateTime<Utc>) {
-    let mut at = micros(start);
-    let mut out = Vec::new();
-    for (i, (role, text)) in messages.into_iter().enumerate() {
-        if i > 0 {
-            at += TimeDelta::microseconds(1);
-        }
-        out.push(NewMessage { role, text, at });
-    }
-    (out, at)
+/// Lays out messages one microsecond apart, the first at `start`.
+fn stamp(messages: impl IntoIterator<Item = (Role, String)>, start: DateTime<Utc>) -> Vec<NewMessage> {
+    let start = micros(start);
+    (0..)
+        .zip(messages)
+        .map(|(i, (role, text))| NewMessage { role, text, at: start + TimeDelta::microseconds(i) })
+        .collect()
 }
 
 impl ChatService {
@@ -164,14 +149,13 @@ impl ChatService {
         validate::history(&input.history, self.settings.max_message_chars)?;
 
         // Context: stored messages when there are any, else the request's history.
-        let (stored, existing) = match input.conversation_id {
+        let stored = match input.conversation_id {
             Some(id) => {
                 let load =
                     conversations::load_turn_context(&self.pool, id, input.user_id, self.settings.max_history_messages);
-                let context = self.db(spans::LOAD_CONTEXT, load).await?.ok_or_else(ApiError::conversation_not_found)?;
-                (context.history, true)
+                self.db(spans::LOAD_CONTEXT, load).await?.ok_or_else(ApiError::conversation_not_found)?.history
             }
-            None => (Vec::new(), false),
+            None => Vec::new(),
         };
         // Request history is stored with the turn only when it is the context.
         let seeded = if stored.is_empty() { history_from_texts(&input.history) } else { Vec::new() };
@@ -189,12 +173,15 @@ impl ChatService {
 
         let completion = self.call_provider(request).await?;
 
-        let conversation_id = input.conversation_id.unwrap_or_else(Uuid::new_v4);
-        let (mut messages, last) =
-            stamp(seeded.iter().cloned().chain(std::iter::once((Role::User, message.clone()))), received_at);
+        let title = input
+            .conversation_id
+            .is_none()
+            .then(|| title_from(seeded.first().map(|(_, t)| t.as_str()).unwrap_or(&message)).to_owned());
+        let mut messages = stamp(seeded.into_iter().chain(std::iter::once((Role::User, message))), received_at);
+        let last = messages.last().map_or(received_at, |m| m.at);
         messages.push(NewMessage { role: Role::Assistant, text: completion.text.clone(), at: next_instant(last) });
         let delta = UsageDelta { usage: completion.usage, turns: 1 };
-        if existing {
+        let conversation_id = if let Some(conversation_id) = input.conversation_id {
             let append = conversations::append_turn(
                 &self.pool,
                 conversation_id,
@@ -203,12 +190,12 @@ impl ChatService {
                 delta,
                 messages,
             );
-            let stored = self.db(spans::APPEND_TURN, append).await?;
-            if !stored {
+            if !self.db(spans::APPEND_TURN, append).await? {
                 return Err(ApiError::conversation_not_found());
             }
+            conversation_id
         } else {
-            let title = title_from(seeded.first().map(|(_, t)| t.as_str()).unwrap_or(&message));
+            let conversation_id = Uuid::new_v4();
             self.db(
                 spans::CREATE_CONVERSATION,
                 conversations::create(
@@ -216,7 +203,7 @@ impl ChatService {
                     NewConversation {
                         conversation_id,
                         user_id: input.user_id,
-                        title: Some(title),
+                        title: title.as_deref(),
                         model: Some(&completion.model),
                         delta,
                         messages,
@@ -225,7 +212,8 @@ impl ChatService {
             )
             .await?;
             self.metrics.conversations_created.inc();
-        }
+            conversation_id
+        };
         self.metrics.turns_stored.inc();
         Ok(TurnOutput { conversation_id, text: completion.text, usage: completion.usage, model: completion.model })
     }
@@ -249,13 +237,13 @@ impl ChatService {
                 .await;
         }
         let conversation_id = Uuid::new_v4();
-        let (messages, _) = stamp(history_from_texts(&history), Utc::now());
+        let messages = stamp(history_from_texts(&history), Utc::now());
         let title = history.first().map(|t| title_from(t));
-        conversations::create(
+        let create = conversations::create(
             &self.pool,
             NewConversation { conversation_id, user_id, title, model: None, delta: UsageDelta::default(), messages },
-        )
-        .await?;
+        );
+        self.db(spans::CREATE_CONVERSATION, create).await?;
         self.metrics.conversations_created.inc();
         Ok(TurnOutput {
             conversation_id,

@@ -26,10 +26,6 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn missing(var: &str) -> Self {
-        Self::Missing { var: var.to_owned(), hint: String::new() }
-    }
-
     pub fn missing_with_hint(var: &str, hint: &str) -> Self {
         Self::Missing { var: var.to_owned(), hint: format!(" ({hint})") }
     }

@@ -1,7 +1,6 @@
 //! OpenAPI document, Swagger UI (`/docs`) and ReDoc (`/redoc`), all served
 //! from assets vendored in the binary: nothing is fetched at build or run time.
 
-use axum::Json;
 use axum::Router;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -72,9 +71,4 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/redoc/redoc.standalone.js",
             get(|| async { ([(header::CONTENT_TYPE, "application/javascript")], REDOC_JS).into_response() }),
         )
-}
-
-/// The OpenAPI document as JSON (for tools and tests).
-pub fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }

@@ -20,7 +20,7 @@ use crate::auth::Authenticator;
 use crate::chat::ChatService;
 use crate::config::AllowedOrigins;
 use crate::error::ApiError;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::{request_id, telemetry};
 
 pub use chat::{ChatRequest, ProxyChatResponse, SimpleChatResponse};
@@ -76,9 +76,8 @@ pub fn api_router(state: AppState, origins: &AllowedOrigins) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track_http))
         .layer(cors(origins))
-        .layer(middleware::from_fn(telemetry::trace_request))
+        .layer(middleware::from_fn_with_state(metrics, telemetry::observe_request))
         .layer(middleware::from_fn(request_id::middleware))
 }
 
