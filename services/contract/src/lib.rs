@@ -61,6 +61,53 @@ pub mod env {
     pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
     pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 
+    /// Every variable `chat-api` reads: the settings registry. Whoever adds a
+    /// setting to the chat API adds its name here; tests on both sides hold
+    /// the line: the chat API's configuration reads exactly these, and the
+    /// controller sets each one from a `ChatBackend` field or lists it as
+    /// deliberately not settable (with the reason).
+    pub const ALL: &[&str] = &[
+        DATABASE_URL,
+        INTERNAL_API_KEY,
+        ALLOWED_ORIGINS,
+        VERTEX_PROJECT_ID,
+        VERTEX_LOCATION,
+        VERTEX_MODEL,
+        VERTEX_ENDPOINT,
+        GCE_METADATA_HOST,
+        AZURE_OPENAI_ENDPOINT,
+        AZURE_OPENAI_DEPLOYMENT_NAME,
+        AZURE_OPENAI_API_VERSION,
+        AZURE_OPENAI_API_KEY,
+        GCP_PROJECT_ID,
+        SECRET_MANAGER_ENDPOINT,
+        LLM_PROVIDER,
+        LLM_TIMEOUT_SECS,
+        OPENAI_BASE_URL,
+        OPENAI_MODEL,
+        OPENAI_API_KEY,
+        SYSTEM_PROMPT,
+        MAX_HISTORY_MESSAGES,
+        MAX_MESSAGE_CHARS,
+        HOST,
+        PORT,
+        METRICS_PORT,
+        RUN_MIGRATIONS,
+        MIGRATE_TIMEOUT_SECS,
+        DATABASE_MAX_CONNECTIONS,
+        JWT_SECRET,
+        JWT_JWKS_URL,
+        JWT_AUDIENCE,
+        JWT_ISSUER,
+        LOG_FORMAT,
+        RUST_LOG,
+        OTEL_EXPORTER_OTLP_ENDPOINT,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+        OTEL_SERVICE_NAME,
+        OTEL_TRACES_SAMPLER,
+        OTEL_TRACES_SAMPLER_ARG,
+    ];
+
     /// Suffix naming a file that holds a secret's value (`X_FILE`).
     pub const FILE_SUFFIX: &str = "_FILE";
     /// Suffix naming a Google Secret Manager secret that holds it (`X_SECRET_NAME`).
