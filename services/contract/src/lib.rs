@@ -61,6 +61,32 @@ pub mod env {
     pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
     pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 
+    // --- Conversation features (issue 9) -------------------------------------
+    /// `on` (default) or `off`: fold old messages into `conversation_summary`.
+    pub const SUMMARIES: &str = "SUMMARIES";
+    /// `first-message` (default) or `provider`: how conversations get titles.
+    pub const TITLES: &str = "TITLES";
+
+    // --- Resilience and limits (issue 11) -------------------------------------
+    pub const LLM_MAX_RETRIES: &str = "LLM_MAX_RETRIES";
+    pub const LLM_BREAKER_FAILURES: &str = "LLM_BREAKER_FAILURES";
+    pub const LLM_BREAKER_COOLDOWN_SECS: &str = "LLM_BREAKER_COOLDOWN_SECS";
+    /// Prefix of the fallback provider's variables (`FALLBACK_LLM_PROVIDER`,
+    /// `FALLBACK_OPENAI_BASE_URL`, ...): the primary's names with this in front.
+    pub const FALLBACK_PREFIX: &str = "FALLBACK_";
+    pub const IDEMPOTENCY_TTL_SECS: &str = "IDEMPOTENCY_TTL_SECS";
+    pub const RATE_LIMIT_RPM: &str = "RATE_LIMIT_RPM";
+    pub const RATE_LIMIT_TPM: &str = "RATE_LIMIT_TPM";
+    pub const MAX_IN_FLIGHT: &str = "MAX_IN_FLIGHT";
+    pub const REQUEST_TIMEOUT_SECS: &str = "REQUEST_TIMEOUT_SECS";
+    pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+    /// `on` (default) or `off`: serve `/docs` and `/redoc`.
+    pub const API_DOCS: &str = "API_DOCS";
+    /// After SIGTERM: seconds to keep accepting while endpoints are withdrawn.
+    pub const SHUTDOWN_DRAIN_SECS: &str = "SHUTDOWN_DRAIN_SECS";
+    /// After the drain: seconds in-flight turns (streams too) get to finish.
+    pub const SHUTDOWN_GRACE_SECS: &str = "SHUTDOWN_GRACE_SECS";
+
     /// Every variable `chat-api` reads: the settings registry. Whoever adds a
     /// setting to the chat API adds its name here; tests on both sides hold
     /// the line: the chat API's configuration reads exactly these, and the
