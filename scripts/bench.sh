@@ -246,3 +246,80 @@ CPU during pgbench:    ${pgbench_cpu}
 ratio:                 $(awk -v a="$tps" -v b="$ceiling" 'BEGIN { printf "%.0f", 100 * a / b }') %
 EOF
 fi
+
+# --- Limits and idempotency: what they cost per turn (issue 11) -----------------------
+# Two runs back to back on the same database and chat-api build: new-conversation
+# turns spread over BENCH_USERS users (default 1000), first with no limits and no
+# keys, then with RATE_LIMIT_RPM/RATE_LIMIT_TPM set far above the load (every check
+# runs, none refuses) and a unique Idempotency-Key on every turn. Prints turns/s,
+# latency and the CPU per turn of chat-api and PostgreSQL for both, and the
+# difference: the per-turn cost of the feature. BENCH_SKIP_RESILIENCE=1 skips it;
+# BENCH_RESILIENCE_DURATION (default 10 s) sets the length of each run.
+if [ "${BENCH_SKIP_RESILIENCE:-}" != 1 ]; then
+  R_DURATION="${BENCH_RESILIENCE_DURATION:-10}"
+  R_USERS="${BENCH_USERS:-1000}"
+
+  resilience_api() { # VAR=VALUE ...: (re)start chat-api with these extra settings
+    if [ -n "$API_PID" ] && kill -0 "$API_PID" 2>/dev/null; then
+      kill -TERM "$API_PID" 2>/dev/null || true
+      wait "$API_PID" 2>/dev/null || true
+    fi
+    (
+      export HOST=127.0.0.1 PORT METRICS_PORT INTERNAL_API_KEY="$API_KEY" \
+        LLM_PROVIDER=azure-openai AZURE_OPENAI_ENDPOINT="http://127.0.0.1:$NGINX_PORT" \
+        AZURE_OPENAI_DEPLOYMENT_NAME=bench AZURE_OPENAI_API_KEY=bench-azure-key \
+        LOG_FORMAT=json RUST_LOG="$API_RUST_LOG" SHUTDOWN_DRAIN_SECS=0 SHUTDOWN_GRACE_SECS=5
+      for setting in "$@"; do export "${setting?}"; done
+      exec "$BIN" serve
+    ) >>"$WORK/chat-api-resilience.log" 2>&1 &
+    API_PID=$!
+    for _ in $(seq 1 100); do
+      curl -fsS "$URL/readyz" >/dev/null 2>&1 && return 0
+      kill -0 "$API_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    cat "$WORK/chat-api-resilience.log" >&2
+    die "chat-api did not become ready for the limits/idempotency runs"
+  }
+
+  resilience_run() { # LABEL KEYS(keys|none): one measured run; sets R_TPS R_P50 R_P99 R_NON2XX R_API_US R_PG_US
+    local label=$1 keys=$2 out="$WORK/resilience-$1.txt"
+    wrk -t "$THREADS" -c "$CONNECTIONS" -d 2s --timeout 10s -s "$HERE/resilience.lua" "$URL" -- \
+      "$API_KEY" "$R_USERS" "$keys" "warm-$label" >/dev/null 2>&1 || true
+    local before after a0 a1 p0 p1 t0 t1 line
+    before=$(stored_turns)
+    a0=$(cpu_ticks "$API_PID"); p0=$(cpu_ticks $(pg_pids)); t0=$(date +%s.%N)
+    wrk -t "$THREADS" -c "$CONNECTIONS" -d "${R_DURATION}s" --timeout 10s -s "$HERE/resilience.lua" "$URL" -- \
+      "$API_KEY" "$R_USERS" "$keys" "run-$label" >"$out" 2>&1
+    t1=$(date +%s.%N); a1=$(cpu_ticks "$API_PID"); p1=$(cpu_ticks $(pg_pids))
+    sleep 0.5
+    after=$(stored_turns)
+    line=$(grep '^BENCH ' "$out") || die "wrk printed no summary for the $label run"
+    local elapsed turns hz
+    elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    turns=$((after - before))
+    hz=$(getconf CLK_TCK)
+    R_TPS=$(awk -v n="$turns" -v s="$elapsed" 'BEGIN { printf "%.0f", n / s }')
+    R_P50=$(ms "$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<" $line")")
+    R_P99=$(ms "$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<" $line")")
+    R_NON2XX=$(sed -n 's/.* non2xx=\([0-9]*\).*/\1/p' <<<" $line")
+    R_API_US=$(awk -v t="$((a1 - a0))" -v hz="$hz" -v n="$turns" 'BEGIN { printf "%.0f", n ? t / hz / n * 1e6 : 0 }')
+    R_PG_US=$(awk -v t="$((p1 - p0))" -v hz="$hz" -v n="$turns" 'BEGIN { printf "%.0f", n ? t / hz / n * 1e6 : 0 }')
+  }
+
+  log "limits and idempotency: ${R_DURATION}s off, then ${R_DURATION}s on ($R_USERS users, new conversations)"
+  resilience_api
+  resilience_run off none
+  off_tps=$R_TPS off_p50=$R_P50 off_p99=$R_P99 off_non2xx=$R_NON2XX off_api=$R_API_US off_pg=$R_PG_US
+  resilience_api RATE_LIMIT_RPM=100000000 RATE_LIMIT_TPM=2000000000
+  resilience_run on keys
+  on_tps=$R_TPS on_p50=$R_P50 on_p99=$R_P99 on_non2xx=$R_NON2XX on_api=$R_API_US on_pg=$R_PG_US
+  cat <<EOF2
+
+== Limits and idempotency: cost per turn ($(nproc) cores; ${CONNECTIONS} connections, ${R_DURATION}s each, new conversations over ${R_USERS} users) ==
+                        turns/s   p50 / p99 ms        non-2xx   CPU per turn: chat-api / PostgreSQL
+off                     ${off_tps}   ${off_p50} / ${off_p99}   ${off_non2xx}   ${off_api} µs / ${off_pg} µs
+on (RPM+TPM+key)        ${on_tps}   ${on_p50} / ${on_p99}   ${on_non2xx}   ${on_api} µs / ${on_pg} µs
+cost per turn:          $(awk -v a="$off_tps" -v b="$on_tps" 'BEGIN { if (a > 0 && b > 0) printf "%.0f µs of wall time per turn at this concurrency (%.0f%% fewer turns/s)", (1e6 / b - 1e6 / a) * 1, 100 * (a - b) / a; else print "n/a" }'); CPU $((on_api - off_api)) µs chat-api, $((on_pg - off_pg)) µs PostgreSQL
+EOF2
+fi

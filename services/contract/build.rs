@@ -5,7 +5,10 @@
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    // At run time, not `env!`: a build script compiled in one checkout may be
+    // reused by another (cargo hashes path packages relative to the workspace).
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join("../../migrations");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut latest = 0u64;
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));

@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::time::Duration;
 use utoipa::ToSchema;
 
+use crate::limits::RateLimitHeaders;
 use crate::llm::ProviderError;
 use crate::request_id;
 
@@ -24,6 +25,21 @@ pub enum ApiError {
     NotFound(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The caller is over a per-user rate limit (`RATE_LIMIT_RPM` / `RATE_LIMIT_TPM`).
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: Duration, headers: RateLimitHeaders },
+    /// Same `Idempotency-Key`, different request.
+    #[error("this Idempotency-Key was used for a different request; use a new key for a new request")]
+    IdempotencyKeyReused,
+    /// Same `Idempotency-Key` while the first request is still running.
+    #[error("a request with this Idempotency-Key is still in progress; retry after it completes")]
+    RequestInProgress { retry_after: Duration },
+    /// `MAX_IN_FLIGHT` requests are already being served by this process.
+    #[error("the server is overloaded, try again shortly")]
+    Overloaded,
+    /// No response head within `REQUEST_TIMEOUT_SECS`.
+    #[error("the request did not complete within {0:?}")]
+    RequestTimeout(Duration),
     /// The provider failed or answered with something we cannot use.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -50,6 +66,11 @@ impl ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RequestInProgress { .. } => StatusCode::CONFLICT,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Provider(e) => match e {
                 ProviderError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 ProviderError::ContentFiltered { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -68,6 +89,11 @@ impl ApiError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::RequestInProgress { .. } => "request_in_progress",
+            Self::Overloaded => "overloaded",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::Provider(e) => match e {
                 ProviderError::Timeout(_) => "upstream_timeout",
                 ProviderError::ContentFiltered { .. } => "content_filtered",
@@ -139,11 +165,23 @@ impl IntoResponse for ApiError {
                 let secs = retry_after.unwrap_or(Duration::from_secs(1)).as_secs().max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            Self::DatabaseUnavailable(_) => {
+            Self::DatabaseUnavailable(_) | Self::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited { retry_after, headers: limits, .. } => {
+                limits.apply(headers);
+                headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
+            }
+            Self::RequestInProgress { retry_after } => {
+                headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
             }
             _ => {}
         }
         response
     }
+}
+
+/// A `Retry-After` value: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> HeaderValue {
+    HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64)
 }

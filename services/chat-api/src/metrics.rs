@@ -27,6 +27,10 @@ pub mod names {
     pub const DB_QUERY_DURATION: &str = "colloquy_db_query_duration_seconds";
     pub const DB_ERRORS: &str = "colloquy_db_errors_total";
     pub const BUILD_INFO: &str = "colloquy_build_info";
+    /// Requests refused before their handler ran, by reason.
+    pub const HTTP_REJECTED: &str = "colloquy_http_rejected_total";
+    /// Requests carrying an `Idempotency-Key`, by outcome.
+    pub const IDEMPOTENCY_REQUESTS: &str = "colloquy_idempotency_requests_total";
 }
 
 /// Latency buckets in seconds, from 1 ms to 2 min (LLM calls are slow).
@@ -49,6 +53,8 @@ pub struct Metrics {
     db_pool_max: IntGauge,
     db_duration: HistogramVec,
     db_errors: IntCounterVec,
+    http_rejected: IntCounterVec,
+    idempotency: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -114,6 +120,23 @@ impl Metrics {
                 &["operation"],
             )
             .expect("valid counter"),
+            http_rejected: IntCounterVec::new(
+                Opts::new(
+                    names::HTTP_REJECTED,
+                    "Requests refused before their handler ran, by reason (overloaded, request_timeout, \
+                     rate_limited_requests, rate_limited_tokens).",
+                ),
+                &["reason"],
+            )
+            .expect("valid counter"),
+            idempotency: IntCounterVec::new(
+                Opts::new(
+                    names::IDEMPOTENCY_REQUESTS,
+                    "Requests with an Idempotency-Key by outcome (stored, replayed, reused, in_progress).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid counter"),
             registry,
         };
         let build_info =
@@ -135,6 +158,8 @@ impl Metrics {
             Box::new(m.db_pool_max.clone()),
             Box::new(m.db_duration.clone()),
             Box::new(m.db_errors.clone()),
+            Box::new(m.http_rejected.clone()),
+            Box::new(m.idempotency.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -179,6 +204,16 @@ impl Metrics {
         if !ok {
             self.db_errors.with_label_values(&[operation]).inc();
         }
+    }
+
+    /// Counts a request refused before its handler ran.
+    pub fn rejected(&self, reason: &str) {
+        self.http_rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a request with an `Idempotency-Key` by outcome.
+    pub fn idempotency(&self, outcome: &str) {
+        self.idempotency.with_label_values(&[outcome]).inc();
     }
 
     /// The text exposition, refreshing pool gauges first.

@@ -19,5 +19,11 @@ mod conversations;
 mod failures;
 #[path = "api/http.rs"]
 mod http_surface;
+#[path = "api/idempotency.rs"]
+mod idempotency;
+#[path = "api/layers.rs"]
+mod layers;
+#[path = "api/limits.rs"]
+mod limits;
 #[path = "api/schema.rs"]
 mod schema;

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::db::conversations::{self, NewConversation, NewMessage, UsageDelta};
+use crate::db::turn_write;
 use crate::error::ApiError;
 use crate::llm::{ChatProvider, Completion, CompletionRequest, ProviderError, Role, Usage};
 use crate::metrics::Metrics;
@@ -182,39 +183,40 @@ impl ChatService {
         messages.push(NewMessage { role: Role::Assistant, text: completion.text.clone(), at: next_instant(last) });
         let delta = UsageDelta { usage: completion.usage, turns: 1 };
         let conversation_id = if let Some(conversation_id) = input.conversation_id {
-            let append = conversations::append_turn(
-                &self.pool,
-                conversation_id,
-                input.user_id,
-                &completion.model,
-                delta,
-                messages,
-            );
+            let (user_id, model) = (input.user_id, completion.model.clone());
+            let append = turn_write::write(&self.pool, move |conn| {
+                let (model, messages) = (model.clone(), messages.clone());
+                Box::pin(async move {
+                    conversations::append_turn(conn, conversation_id, user_id, &model, delta, messages).await
+                })
+            });
             if !self.db(spans::APPEND_TURN, append).await? {
                 return Err(ApiError::conversation_not_found());
             }
             conversation_id
         } else {
             let conversation_id = Uuid::new_v4();
-            self.db(
-                spans::CREATE_CONVERSATION,
-                conversations::create(
-                    &self.pool,
-                    NewConversation {
+            let (user_id, model) = (input.user_id, completion.model.clone());
+            let create = turn_write::write(&self.pool, move |conn| {
+                let (title, model, messages) = (title.clone(), model.clone(), messages.clone());
+                Box::pin(async move {
+                    let new = NewConversation {
                         conversation_id,
-                        user_id: input.user_id,
+                        user_id,
                         title: title.as_deref(),
-                        model: Some(&completion.model),
+                        model: Some(&model),
                         delta,
                         messages,
-                    },
-                ),
-            )
-            .await?;
+                    };
+                    conversations::create(conn, new).await
+                })
+            });
+            self.db(spans::CREATE_CONVERSATION, create).await?;
             self.metrics.conversations_created.inc();
             conversation_id
         };
         self.metrics.turns_stored.inc();
+        crate::limits::record_turn_tokens(completion.usage.total_tokens);
         Ok(TurnOutput { conversation_id, text: completion.text, usage: completion.usage, model: completion.model })
     }
 
@@ -239,10 +241,16 @@ impl ChatService {
         let conversation_id = Uuid::new_v4();
         let messages = stamp(history_from_texts(&history), Utc::now());
         let title = history.first().map(|t| title_from(t));
-        let create = conversations::create(
-            &self.pool,
-            NewConversation { conversation_id, user_id, title, model: None, delta: UsageDelta::default(), messages },
-        );
+        let title = title.map(str::to_owned);
+        let create = turn_write::write(&self.pool, move |conn| {
+            let (title, messages) = (title.clone(), messages.clone());
+            Box::pin(async move {
+                let delta = UsageDelta::default();
+                let new =
+                    NewConversation { conversation_id, user_id, title: title.as_deref(), model: None, delta, messages };
+                conversations::create(conn, new).await
+            })
+        });
         self.db(spans::CREATE_CONVERSATION, create).await?;
         self.metrics.conversations_created.inc();
         Ok(TurnOutput {

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -141,7 +141,7 @@ pub struct NewConversation<'a> {
 }
 
 /// Creates a conversation and its messages atomically (one statement).
-pub async fn create(pool: &PgPool, new: NewConversation<'_>) -> Result<(), sqlx::Error> {
+pub async fn create(db: impl PgExecutor<'_>, new: NewConversation<'_>) -> Result<(), sqlx::Error> {
     let last_message_at = new.messages.last().map(|m| m.at);
     let token_usage = (new.delta.turns > 0).then(|| {
         serde_json::json!({
@@ -172,7 +172,7 @@ pub async fn create(pool: &PgPool, new: NewConversation<'_>) -> Result<(), sqlx:
     .bind(&cols.roles)
     .bind(&cols.texts)
     .bind(&cols.ats)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -181,7 +181,7 @@ pub async fn create(pool: &PgPool, new: NewConversation<'_>) -> Result<(), sqlx:
 /// `last_message_at` and accumulated `token_usage`, atomically (one statement).
 /// Returns false when the conversation no longer exists for this user.
 pub async fn append_turn(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     conversation_id: Uuid,
     user_id: Uuid,
     model: &str,
@@ -218,7 +218,7 @@ pub async fn append_turn(
     .bind(&cols.roles)
     .bind(&cols.texts)
     .bind(&cols.ats)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(result.rows_affected() > 0)
 }

@@ -2,6 +2,9 @@
 //! migrations, and the conversation store.
 
 pub mod conversations;
+pub mod idempotency;
+pub mod rate_limits;
+pub mod turn_write;
 
 use std::time::{Duration, Instant};
 

@@ -20,9 +20,9 @@ pub struct HealthBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyBody {
-    /// `ready` or `not_ready`.
+    /// `ready`, `not_ready` (PostgreSQL unreachable) or `shutting_down` (after SIGTERM).
     pub status: &'static str,
-    /// `ok` or `unreachable`.
+    /// `ok`, `unreachable`, or `not_checked` while shutting down.
     pub database: &'static str,
 }
 
@@ -38,7 +38,7 @@ pub async fn livez() -> Json<HealthBody> {
     health().await
 }
 
-/// Readiness: PostgreSQL answers.
+/// Readiness: PostgreSQL answers and the process is not shutting down.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -46,6 +46,9 @@ pub async fn livez() -> Json<HealthBody> {
     responses((status = 200, body = ReadyBody), (status = 503, body = ReadyBody))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody>) {
+    if state.lifecycle.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(ReadyBody { status: "shutting_down", database: "not_checked" }));
+    }
     if db::ping(&state.pool).await {
         (StatusCode::OK, Json(ReadyBody { status: "ready", database: "ok" }))
     } else {
