@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
+use clap::builder::{BoolishValueParser, PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use colloquy_contract::{defaults, env as names, log_format, provider as provider_names};
 
@@ -175,9 +175,9 @@ pub struct HttpArgs {
     /// Comma-separated CORS origins, or `*` (never with credentials).
     #[arg(long, env = names::ALLOWED_ORIGINS, default_value = "*", value_parser = allowed_origins)]
     pub allowed_origins: AllowedOrigins,
-    /// Serve Swagger UI (/docs) and ReDoc (/redoc): on or off.
+    /// Serve Swagger UI (/docs) and ReDoc (/redoc).
     #[arg(long, env = names::API_DOCS, default_value = "on", action = clap::ArgAction::Set,
-          value_parser = BoolishValueParser::new())]
+          value_parser = on_off())]
     pub api_docs: bool,
     /// Largest request body, in bytes (413 above it).
     #[arg(long, env = names::MAX_BODY_BYTES, default_value_t = defaults::MAX_BODY_BYTES, value_parser = positive_usize)]
@@ -305,6 +305,12 @@ fn allowed_origins(raw: &str) -> Result<AllowedOrigins, String> {
         }
     }
     Ok(AllowedOrigins::List(origins))
+}
+
+/// `on` or `off` (also `true` or `false`).
+fn on_off() -> impl TypedValueParser<Value = bool> {
+    PossibleValuesParser::new([PossibleValue::new("on").alias("true"), PossibleValue::new("off").alias("false")])
+        .map(|v| matches!(v.as_str(), "on" | "true"))
 }
 
 fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {

@@ -55,16 +55,21 @@ impl RateLimiter {
         limit.map_or(0.0, |n| WINDOW.as_secs_f64() / f64::from(n))
     }
 
-    /// Admits or refuses one request of `user` expecting `token_estimate` tokens.
-    pub async fn check(&self, user: Uuid, token_estimate: i64) -> Result<Decision, ApiError> {
-        let token_cap = self.tpm.map_or(0, i64::from);
+    /// Admits or refuses one request of `user`; a turn (`Some` estimate of
+    /// its tokens) also reserves tokens.
+    pub async fn check(&self, user: Uuid, turn_tokens: Option<i64>) -> Result<Decision, ApiError> {
+        // A reservation is at most the whole limit (more could never be admitted).
+        let (token_estimate, token_cap) = match (self.tpm, turn_tokens) {
+            (Some(tpm), Some(estimate)) => (estimate.max(1), i64::from(tpm)),
+            _ => (0, 0),
+        };
         let outcome = rate_limits::check(
             &self.pool,
             Check {
                 user_id: user,
                 request_interval: Self::interval(self.rpm),
                 token_interval: Self::interval(self.tpm),
-                token_estimate: if self.tpm.is_some() { token_estimate.max(1) } else { 0 },
+                token_estimate,
                 token_cap,
                 window: WINDOW.as_secs_f64(),
             },
@@ -217,12 +222,10 @@ pub async fn middleware(
         return next.run(request).await;
     };
     let turn = is_turn(&request);
-    let estimate = if turn {
+    let estimate = turn.then(|| {
         let bytes = request.extensions().get::<crate::auth::BodySize>().map_or(0, |b| b.0);
         i64::try_from(bytes).unwrap_or(i64::MAX) / BYTES_PER_TOKEN + ANSWER_TOKENS_ESTIMATE
-    } else {
-        0
-    };
+    });
     let decision = match limiter.check(user, estimate).await {
         Ok(d) => d,
         Err(e) => return e.into_response(),

@@ -65,6 +65,8 @@ fn derived_defaults_follow_the_settings_they_derive_from() {
     assert_eq!(config.limits.requests_per_minute, None, "0 is off");
     assert_eq!(config.limits.tokens_per_minute, Some(5000));
     assert!(!config.http.api_docs);
+    assert!(load(&[("API_DOCS", "true")]).unwrap().http.api_docs);
+    assert!(!load(&[("API_DOCS", "false")]).unwrap().http.api_docs);
 }
 
 #[test]

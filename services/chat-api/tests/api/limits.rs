@@ -92,6 +92,11 @@ async fn tokens_per_minute_count_the_real_usage(pool: PgPool) {
     assert!(third.body["error"]["message"].as_str().unwrap().contains("1000 tokens per minute"));
     assert!(third.headers.get("retry-after").is_some());
     assert_eq!(upstream.requests().len(), 2, "a refused turn never reaches the provider");
+    // Reading costs no tokens: it is not refused by the token limit.
+    let id = second.body["conversation_id"].as_str().unwrap();
+    let read = app.get(&format!("/api/conversations/{id}?client_user_id={USER}"), &[("x-api-key", API_KEY)]).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(header(&read, "x-ratelimit-limit-tokens"), "1000");
 
     // A failed turn gives its reservation back.
     let other = OTHER_USER;
