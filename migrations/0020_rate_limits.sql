@@ -5,7 +5,11 @@
 -- A request is admitted when pushing the user's TAT forward by its cost
 -- leaves it at most one minute ahead of the database clock. No row is shared
 -- by all users, and all time arithmetic uses the database's now().
-CREATE TABLE colloquy_rate_limits (
+--
+-- UNLOGGED: the counters are written on every request but are worth nothing
+-- after a minute, so they skip the WAL (no fsync per request). A crash or a
+-- failover empties the table, which gives every user a fresh minute.
+CREATE UNLOGGED TABLE colloquy_rate_limits (
     user_id          uuid        PRIMARY KEY,
     -- Theoretical arrival time of the requests bucket.
     requests_tat     timestamptz NOT NULL,

@@ -38,6 +38,11 @@ pub enum Claim {
 /// or takes it over when it expired, or when the request holding it died
 /// (its lease ran out) and this is the same request. One statement; a taken
 /// key costs a second one to read what holds it.
+///
+/// The claim commits without waiting for its WAL flush (`synchronous_commit`
+/// off for this statement alone): a claim lost in a crash is harmless,
+/// because completing a key requires its claim token, in the same
+/// transaction as the turn, which is durable.
 pub async fn claim(
     pool: &PgPool,
     key: &KeyRef<'_>,
@@ -50,8 +55,9 @@ pub async fn claim(
         let claimed: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO colloquy_idempotency_keys AS k \
                  (principal, idempotency_key, request_hash, claim, state, locked_until, expires_at) \
-             VALUES ($1, $2, $3, $4, 'in_progress', now() + make_interval(secs => $5), \
-                     now() + make_interval(secs => $6)) \
+             SELECT $1, $2, $3, $4, 'in_progress', now() + make_interval(secs => $5), \
+                    now() + make_interval(secs => $6) \
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait_for_flush \
              ON CONFLICT (principal, idempotency_key) DO UPDATE SET \
                  request_hash = EXCLUDED.request_hash, claim = EXCLUDED.claim, state = 'in_progress', \
                  locked_until = EXCLUDED.locked_until, expires_at = EXCLUDED.expires_at, created_at = now(), \
@@ -137,7 +143,8 @@ pub async fn completed_by(pool: &PgPool, key: &KeyRef<'_>, claim: Uuid) -> Resul
 pub async fn release(pool: &PgPool, key: &KeyRef<'_>, claim: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "DELETE FROM colloquy_idempotency_keys \
-         WHERE principal = $1 AND idempotency_key = $2 AND claim = $3 AND state = 'in_progress'",
+         WHERE principal = $1 AND idempotency_key = $2 AND claim = $3 AND state = 'in_progress' \
+           AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
     )
     .bind(key.principal)
     .bind(key.key)
