@@ -22,6 +22,9 @@ pub struct TestApp {
     pub router: Router,
     pub pool: PgPool,
     pub metrics_router: Router,
+    pub state: chat_api::routes::AppState,
+    /// Stops the background worker when the app is dropped.
+    _worker_stop: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct Reply {
@@ -51,11 +54,14 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
     Config::from_env(&env, &secrets).expect("test configuration is valid")
 }
 
+/// The app over `pool`, with its background worker running (as in `serve`).
 pub fn app_with(pool: PgPool, config: &Config) -> TestApp {
     let state = server::state(config, pool.clone(), server::http_client());
     let router = chat_api::routes::api_router(state.clone(), &config.allowed_origins);
     let metrics_router = chat_api::routes::metrics_router(state.metrics.clone(), pool.clone());
-    TestApp { router, pool, metrics_router }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(chat_api::chat::worker::run(state.chat.clone(), stopped));
+    TestApp { router, pool, metrics_router, state, _worker_stop: stop }
 }
 
 pub fn app(pool: PgPool) -> TestApp {
@@ -96,6 +102,14 @@ impl TestApp {
 
     pub async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
         self.request(Method::GET, uri, headers, None).await
+    }
+
+    pub async fn patch(&self, uri: &str, headers: &[(&str, &str)], body: Value) -> Reply {
+        self.request(Method::PATCH, uri, &with_json(headers), Some(body.to_string())).await
+    }
+
+    pub async fn delete(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(Method::DELETE, uri, headers, None).await
     }
 
     /// A proxy-shape chat turn with the API key.
