@@ -340,6 +340,15 @@ async fn delete_removes_everything_at_once_and_then_404s(pool: PgPool) {
             .unwrap()
     };
     assert_eq!(messages_of(&id).await, 4);
+    // Pending background work on it (not due, so the worker leaves it alone).
+    sqlx::query(
+        "INSERT INTO chatbot_conversation_tasks (conversation_id, kind, due_at) \
+         VALUES ($1::uuid, 'summary', now() + interval '1 hour')",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
 
     // A failure inside the transaction (a trigger refusing the last step)
     // leaves every message in place.
@@ -360,6 +369,9 @@ async fn delete_removes_everything_at_once_and_then_404s(pool: PgPool) {
     assert_eq!(deleted.status, 204);
     assert!(deleted.body.is_null(), "204 has no body: {}", deleted.body);
     assert_eq!(messages_of(&id).await, 0);
+    let tasks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM chatbot_conversation_tasks").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(tasks, 0, "its pending work goes with it");
     assert_eq!(app.get(&conv, &[KEY]).await.status, 404);
     assert_eq!(app.get(&format!("/api/conversations/{id}/messages?client_user_id={USER}"), &[KEY]).await.status, 404);
     let again = app.delete(&conv, &[KEY]).await;
