@@ -75,12 +75,8 @@ async fn token_usage_accumulates_over_turns(pool: PgPool) {
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn context_is_system_prompt_then_newest_history_then_message(pool: PgPool) {
-    // Summaries off: this is the plain budget (summaries have their own tests).
-    let (app, upstream) = app_with_upstream(
-        pool,
-        &[("SYSTEM_PROMPT", "You are terse."), ("MAX_HISTORY_MESSAGES", "2"), ("SUMMARIES", "off")],
-    )
-    .await;
+    let (app, upstream) =
+        app_with_upstream(pool, &[("SYSTEM_PROMPT", "You are terse."), ("MAX_HISTORY_MESSAGES", "2")]).await;
     upstream.set_default(FakeResponse::json(200, completion("ok", 1, 1)));
     let history = json!(["h1", "h2", "h3", "h4"]);
     let first = app.chat(json!({"user_message": "m1", "client_user_id": USER, "history": history})).await;

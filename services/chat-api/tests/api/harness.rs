@@ -39,10 +39,16 @@ impl Reply {
     }
 }
 
-/// Configuration for tests: mock provider unless `vars` say otherwise.
+/// Configuration for tests: mock provider unless `vars` say otherwise, and
+/// summaries off (the service's default is on): a background summary call
+/// would take scripted upstream answers meant for turns. Summary tests turn
+/// them on with `("SUMMARIES", "on")`.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let mut env: HashMap<String, String> =
-        HashMap::from([("LLM_PROVIDER".to_owned(), "mock".to_owned()), ("LOG_FORMAT".to_owned(), "text".to_owned())]);
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("LLM_PROVIDER".to_owned(), "mock".to_owned()),
+        ("LOG_FORMAT".to_owned(), "text".to_owned()),
+        ("SUMMARIES".to_owned(), "off".to_owned()),
+    ]);
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
     }

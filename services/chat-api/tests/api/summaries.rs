@@ -91,7 +91,7 @@ fn numbered_summaries(upstream: &crate::support::FakeUpstream) {
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn older_messages_are_folded_and_the_summary_reaches_the_next_request(pool: PgPool) {
-    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4")]).await;
+    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4"), ("SUMMARIES", "on")]).await;
     numbered_summaries(&upstream);
     let id = start(&app, "I like green tea").await;
     turn(&app, &id, "m2").await;
@@ -144,7 +144,7 @@ async fn older_messages_are_folded_and_the_summary_reaches_the_next_request(pool
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn answers_never_wait_for_a_summary(pool: PgPool) {
-    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4")]).await;
+    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4"), ("SUMMARIES", "on")]).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let held = gate.clone();
     upstream.respond_with(move |r| {
@@ -180,7 +180,7 @@ async fn answers_never_wait_for_a_summary(pool: PgPool) {
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn a_long_start_history_is_summarised(pool: PgPool) {
-    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4")]).await;
+    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4"), ("SUMMARIES", "on")]).await;
     numbered_summaries(&upstream);
     let history: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
     let started =
@@ -220,7 +220,7 @@ async fn summaries_off_means_the_plain_budget(pool: PgPool) {
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn a_failed_summary_is_retried_and_nothing_is_lost(pool: PgPool) {
-    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4")]).await;
+    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4"), ("SUMMARIES", "on")]).await;
     let attempts = AtomicUsize::new(0);
     upstream.respond_with(move |r| {
         (kind(r) == "summary").then(|| {
@@ -303,6 +303,7 @@ async fn replicas_never_summarise_the_same_conversation_twice(pool: PgPool) {
         ("OPENAI_BASE_URL", base.as_str()),
         ("OPENAI_MODEL", "gpt-test"),
         ("MAX_HISTORY_MESSAGES", "4"),
+        ("SUMMARIES", "on"),
     ];
     let replica_a = app_with(pool.clone(), &config(&vars));
     let replica_b = app_with(pool, &config(&vars));
