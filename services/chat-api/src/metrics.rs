@@ -31,6 +31,8 @@ pub mod names {
     pub const HTTP_REJECTED: &str = "colloquy_http_rejected_total";
     /// Requests carrying an `Idempotency-Key`, by outcome.
     pub const IDEMPOTENCY_REQUESTS: &str = "colloquy_idempotency_requests_total";
+    /// Background work (summaries, generated titles) by kind and outcome.
+    pub const BACKGROUND_TASKS: &str = "colloquy_background_tasks_total";
 }
 
 /// Latency buckets in seconds, from 1 ms to 2 min (LLM calls are slow).
@@ -55,6 +57,7 @@ pub struct Metrics {
     db_errors: IntCounterVec,
     http_rejected: IntCounterVec,
     idempotency: IntCounterVec,
+    background_tasks: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -137,6 +140,14 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid counter"),
+            background_tasks: IntCounterVec::new(
+                Opts::new(
+                    names::BACKGROUND_TASKS,
+                    "Background task runs (summary, title) by outcome (done, skipped, failed, abandoned).",
+                ),
+                &["kind", "outcome"],
+            )
+            .expect("valid counter"),
             registry,
         };
         let build_info =
@@ -160,6 +171,7 @@ impl Metrics {
             Box::new(m.db_errors.clone()),
             Box::new(m.http_rejected.clone()),
             Box::new(m.idempotency.clone()),
+            Box::new(m.background_tasks.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -214,6 +226,11 @@ impl Metrics {
     /// Counts a request with an `Idempotency-Key` by outcome.
     pub fn idempotency(&self, outcome: &str) {
         self.idempotency.with_label_values(&[outcome]).inc();
+    }
+
+    /// Records the end of one background task run.
+    pub fn observe_background_task(&self, kind: &str, outcome: &str) {
+        self.background_tasks.with_label_values(&[kind, outcome]).inc();
     }
 
     /// The text exposition, refreshing pool gauges first.

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::auth::Authenticator;
 use crate::auth::api_key::ApiKey;
 use crate::auth::jwt::JwtVerifier;
-use crate::chat::{ChatService, ChatSettings};
+use crate::chat::{self, ChatService, ChatSettings};
 use crate::config::{Config, DatabaseConfig, ShutdownConfig};
 use crate::idempotency::Idempotency;
 use crate::limits::RateLimiter;
@@ -42,8 +42,11 @@ pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppS
             max_history_messages: config.max_history_messages,
             max_message_chars: config.max_message_chars,
             llm_timeout: config.llm_timeout,
+            summaries: config.summaries,
+            titles: config.titles,
         }),
         metrics: metrics.clone(),
+        worker_wake: Arc::new(tokio::sync::Notify::new()),
     };
     let idempotency = Arc::new(Idempotency::new(
         pool.clone(),
@@ -96,6 +99,7 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
     let sweeper = tokio::spawn(sweep::forever(pool.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(chat::worker::run(state.chat.clone(), stop_rx.clone()));
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -126,6 +130,9 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
         }
     };
     sweeper.abort();
+    // The worker hands unfinished tasks back to the database before the pool
+    // closes (it stopped with the listeners).
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
     // Requests cut at the end of the grace period may still hold connections.
     let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
     tracing::info!("stopped");

@@ -23,7 +23,11 @@ mod http_surface;
 mod idempotency;
 #[path = "api/layers.rs"]
 mod layers;
+#[path = "api/lifecycle.rs"]
+mod lifecycle;
 #[path = "api/limits.rs"]
 mod limits;
 #[path = "api/schema.rs"]
 mod schema;
+#[path = "api/summaries.rs"]
+mod summaries;

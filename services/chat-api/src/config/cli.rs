@@ -11,10 +11,10 @@ use std::net::IpAddr;
 
 use clap::builder::{BoolishValueParser, PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use colloquy_contract::{defaults, env as names, log_format, provider as provider_names};
+use colloquy_contract::{defaults, env as names, log_format, provider as provider_names, titles};
 
 use super::secrets::SecretInputs;
-use super::{AllowedOrigins, ConfigError, LogFormat};
+use super::{AllowedOrigins, ConfigError, LogFormat, TitleMode};
 
 /// The `chat-api` command line.
 #[derive(Debug, Parser)]
@@ -153,6 +153,12 @@ pub struct ChatArgs {
     #[arg(long, env = names::MAX_MESSAGE_CHARS, default_value_t = defaults::MAX_MESSAGE_CHARS,
           value_parser = positive_usize)]
     pub max_message_chars: usize,
+    /// Fold messages beyond the history budget into a summary, off the request path.
+    #[arg(long, env = names::SUMMARIES, default_value = "on", action = clap::ArgAction::Set, value_parser = on_off())]
+    pub summaries: bool,
+    /// How conversations get titles: the first message, or (after the first turn) one the provider makes.
+    #[arg(long, env = names::TITLES, default_value = titles::FIRST_MESSAGE, value_parser = title_mode())]
+    pub titles: TitleMode,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -311,6 +317,11 @@ fn allowed_origins(raw: &str) -> Result<AllowedOrigins, String> {
 fn on_off() -> impl TypedValueParser<Value = bool> {
     PossibleValuesParser::new([PossibleValue::new("on").alias("true"), PossibleValue::new("off").alias("false")])
         .map(|v| matches!(v.as_str(), "on" | "true"))
+}
+
+fn title_mode() -> impl TypedValueParser<Value = TitleMode> {
+    PossibleValuesParser::new(titles::ALL)
+        .map(|v| if v == titles::PROVIDER { TitleMode::Provider } else { TitleMode::FirstMessage })
 }
 
 fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {

@@ -2,6 +2,7 @@
 
 mod chat;
 mod conversations;
+mod cursor;
 pub mod docs;
 mod extract;
 mod health;
@@ -58,7 +59,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
 /// send cookies, and callers authenticate with headers, not cookies.
 fn cors(origins: &AllowedOrigins) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
@@ -127,7 +128,14 @@ pub fn api_router(state: AppState) -> Router {
     // only the routes present when they are called.
     let api = Router::new()
         .merge(turns)
-        .route("/api/conversations/{conversation_id}", get(conversations::get_conversation))
+        .route("/api/conversations", get(conversations::list_conversations))
+        .route(
+            "/api/conversations/{conversation_id}",
+            get(conversations::get_conversation)
+                .patch(conversations::update_conversation)
+                .delete(conversations::delete_conversation),
+        )
+        .route("/api/conversations/{conversation_id}/messages", get(conversations::list_messages))
         .route_layer(middleware::from_fn_with_state((state.limiter.clone(), metrics.clone()), limits::middleware))
         .route_layer(middleware::from_fn_with_state(auth_state, auth::middleware))
         .route_layer(admission);

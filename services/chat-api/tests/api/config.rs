@@ -307,3 +307,17 @@ async fn secret_manager_at_start_up_has_an_overall_timeout() {
     assert_eq!(err.var(), "INTERNAL_API_KEY_SECRET_NAME", "{err}");
     assert!(err.to_string().contains("did not answer"), "{err}");
 }
+
+#[test]
+fn conversation_features() {
+    let config = load(&[]).unwrap();
+    assert!(config.summaries, "summaries are on by default");
+    assert_eq!(config.titles, chat_api::config::TitleMode::FirstMessage);
+    let config = load(&[("SUMMARIES", "off"), ("TITLES", "provider")]).unwrap();
+    assert!(!config.summaries);
+    assert_eq!(config.titles, chat_api::config::TitleMode::Provider);
+    for (pairs, var) in [([("SUMMARIES", "sometimes")], "SUMMARIES"), ([("TITLES", "ai")], "TITLES")] {
+        let err = load(&pairs).unwrap_err();
+        assert_eq!(err.var(), var, "{err}");
+    }
+}

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub metrics_router: Router,
     pub state: chat_api::routes::AppState,
+    /// Stops the background worker when the app is dropped.
+    _worker_stop: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct Reply {
@@ -35,11 +37,15 @@ impl Reply {
     }
 }
 
-/// Configuration for tests: mock provider unless `vars` say otherwise.
+/// Configuration for tests: mock provider unless `vars` say otherwise, and
+/// summaries off (the service's default is on): a background summary call
+/// would take scripted upstream answers meant for turns. Summary tests turn
+/// them on with `("SUMMARIES", "on")`.
 pub fn config(vars: &[(&str, &str)]) -> Config {
     let mut all = vec![
         ("LLM_PROVIDER", "mock"),
         ("LOG_FORMAT", "text"),
+        ("SUMMARIES", "off"),
         ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
         ("INTERNAL_API_KEY", API_KEY),
         ("JWT_SECRET", JWT_SECRET),
@@ -48,11 +54,14 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
     Config::from_vars(&all).expect("test configuration is valid")
 }
 
+/// The app over `pool`, with its background worker running (as in `serve`).
 pub fn app_with(pool: PgPool, config: &Config) -> TestApp {
     let state = server::state(config, pool.clone(), server::http_client());
     let router = chat_api::routes::api_router(state.clone());
     let metrics_router = chat_api::routes::metrics_router(state.metrics.clone(), pool.clone());
-    TestApp { router, pool, metrics_router, state }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(chat_api::chat::worker::run(state.chat.clone(), stopped));
+    TestApp { router, pool, metrics_router, state, _worker_stop: stop }
 }
 
 pub fn app(pool: PgPool) -> TestApp {
@@ -113,6 +122,14 @@ impl TestApp {
 
     pub async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
         self.request(Method::GET, uri, headers, None).await
+    }
+
+    pub async fn patch(&self, uri: &str, headers: &[(&str, &str)], body: Value) -> Reply {
+        self.request(Method::PATCH, uri, &with_json(headers), Some(body.to_string())).await
+    }
+
+    pub async fn delete(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(Method::DELETE, uri, headers, None).await
     }
 
     /// A proxy-shape chat turn with the API key.
