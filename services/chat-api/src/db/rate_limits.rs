@@ -74,25 +74,33 @@ pub async fn check(pool: &PgPool, c: Check) -> Result<Outcome, sqlx::Error> {
     .await
 }
 
-/// Replaces a turn's token reservation with what it really used (a refund
-/// when it used less), and remembers the usage for the user's next turn.
-pub async fn settle_tokens(
-    pool: &PgPool,
-    user_id: Uuid,
-    reserved: i64,
-    used: i64,
-    token_interval: f64,
-) -> Result<(), sqlx::Error> {
+/// One user's token settlement: how far to move the tokens bucket (seconds;
+/// negative gives reserved tokens back) and the real usage of the user's last
+/// turn (0 when unknown, which keeps the previous value).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settlement {
+    pub user_id: Uuid,
+    pub shift_secs: f64,
+    pub last_turn_tokens: i64,
+}
+
+/// Applies token settlements of many users in one statement: each turn's
+/// reservation replaced by what it really used, and that usage remembered
+/// for the user's next turn.
+pub async fn settle_tokens(pool: &PgPool, settlements: &[Settlement]) -> Result<(), sqlx::Error> {
+    let users: Vec<Uuid> = settlements.iter().map(|s| s.user_id).collect();
+    let shifts: Vec<f64> = settlements.iter().map(|s| s.shift_secs).collect();
+    let used: Vec<i64> = settlements.iter().map(|s| s.last_turn_tokens).collect();
     sqlx::query(
-        "UPDATE colloquy_rate_limits SET \
-             tokens_tat = tokens_tat + make_interval(secs => ($2 - $3) * $4), \
-             last_turn_tokens = CASE WHEN $2 > 0 THEN $2 ELSE last_turn_tokens END \
-         WHERE user_id = $1",
+        "UPDATE colloquy_rate_limits AS r SET \
+             tokens_tat = r.tokens_tat + make_interval(secs => d.shift), \
+             last_turn_tokens = CASE WHEN d.used > 0 THEN d.used ELSE r.last_turn_tokens END \
+         FROM unnest($1::uuid[], $2::float8[], $3::bigint[]) AS d(user_id, shift, used) \
+         WHERE r.user_id = d.user_id",
     )
-    .bind(user_id)
-    .bind(used)
-    .bind(reserved)
-    .bind(token_interval)
+    .bind(&users)
+    .bind(&shifts)
+    .bind(&used)
     .execute(pool)
     .await?;
     Ok(())

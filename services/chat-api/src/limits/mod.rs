@@ -6,11 +6,13 @@
 //! Bearer token's `sub` ([`crate::auth::ActingUser`]). A turn reserves an
 //! estimate of its tokens before the provider call (so concurrent turns
 //! cannot overshoot), and the reservation is replaced by the real usage when
-//! the turn ends. Every response of a limited route carries OpenAI-style
+//! the turn ends (batched: one statement every 200 ms for all turns that
+//! ended meanwhile). Every response of a limited route carries OpenAI-style
 //! `x-ratelimit-*` headers; a refusal is `429 rate_limited` with `Retry-After`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -22,7 +24,7 @@ use uuid::Uuid;
 
 use crate::auth::ActingUser;
 use crate::config::LimitsConfig;
-use crate::db::rate_limits::{self, Check, Outcome};
+use crate::db::rate_limits::{self, Check, Outcome, Settlement};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -34,21 +36,31 @@ const ANSWER_TOKENS_ESTIMATE: i64 = 256;
 /// Roughly four bytes of text per token (English; a reservation, settled later).
 const BYTES_PER_TOKEN: i64 = 4;
 
+/// How often queued token settlements are written.
+const SETTLE_EVERY: Duration = Duration::from_millis(200);
+
 /// The configured limits; `None` when both are off.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     pool: PgPool,
     rpm: Option<u32>,
     tpm: Option<u32>,
+    /// Token settlements not written yet: user → (bucket shift in seconds, last turn's usage).
+    pending: Arc<Mutex<HashMap<Uuid, (f64, i64)>>>,
 }
 
 impl RateLimiter {
+    /// The limiter, or `None` when both limits are off. With a token limit it
+    /// starts the task that writes settlements (it ends with the limiter).
     pub fn new(config: &LimitsConfig, pool: PgPool) -> Option<Self> {
-        (config.requests_per_minute.is_some() || config.tokens_per_minute.is_some()).then(|| Self {
-            pool,
-            rpm: config.requests_per_minute,
-            tpm: config.tokens_per_minute,
-        })
+        if config.requests_per_minute.is_none() && config.tokens_per_minute.is_none() {
+            return None;
+        }
+        let pending = Arc::new(Mutex::new(HashMap::new()));
+        if config.tokens_per_minute.is_some() {
+            tokio::spawn(flush_settlements(pool.clone(), Arc::downgrade(&pending)));
+        }
+        Some(Self { pool, rpm: config.requests_per_minute, tpm: config.tokens_per_minute, pending })
     }
 
     fn interval(limit: Option<u32>) -> f64 {
@@ -110,17 +122,44 @@ impl RateLimiter {
         Decision::Refused { retry_after, headers, message, over_requests }
     }
 
-    /// Replaces a reservation by the real usage (spawned: off the response path).
+    /// Replaces a reservation by the real usage: queued, and written with
+    /// everyone else's by the next flush (off the response path, one
+    /// statement for many turns).
     fn settle(&self, user: Uuid, reserved: i64, used: i64) {
         if self.tpm.is_none() || reserved == used {
             return;
         }
-        let (pool, interval) = (self.pool.clone(), Self::interval(self.tpm));
-        tokio::spawn(async move {
-            if let Err(e) = rate_limits::settle_tokens(&pool, user, reserved, used, interval).await {
-                tracing::warn!(error = %e, "could not settle a token reservation");
-            }
-        });
+        let shift = (used - reserved) as f64 * Self::interval(self.tpm);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(user).or_insert((0.0, 0));
+        entry.0 += shift;
+        if used > 0 {
+            entry.1 = used;
+        }
+    }
+}
+
+/// Writes queued settlements every [`SETTLE_EVERY`] while the limiter lives.
+async fn flush_settlements(pool: PgPool, pending: Weak<Mutex<HashMap<Uuid, (f64, i64)>>>) {
+    let mut tick = tokio::time::interval(SETTLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pending) = pending.upgrade() else { return };
+        let batch: Vec<Settlement> = {
+            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending
+                .drain()
+                .map(|(user_id, (shift_secs, last_turn_tokens))| Settlement { user_id, shift_secs, last_turn_tokens })
+                .collect()
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        if let Err(e) = rate_limits::settle_tokens(&pool, &batch).await {
+            // The reservations stand: the limit errs on the safe side.
+            tracing::warn!(error = %e, turns = batch.len(), "could not settle token reservations");
+        }
     }
 }
 
@@ -197,14 +236,14 @@ fn is_turn(request: &Request) -> bool {
 
 /// Settles a reservation even when the request is abandoned mid-way (client
 /// gone, timeout): whatever was recorded by then counts.
-struct Settlement {
+struct SettleOnDrop {
     limiter: RateLimiter,
     user: Uuid,
     reserved: i64,
     used: Arc<AtomicU64>,
 }
 
-impl Drop for Settlement {
+impl Drop for SettleOnDrop {
     fn drop(&mut self) {
         let used = i64::try_from(self.used.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
         self.limiter.settle(self.user, self.reserved, used);
@@ -237,7 +276,7 @@ pub async fn middleware(
         }
         Decision::Admitted { reserved, headers } => {
             let used = Arc::new(AtomicU64::new(0));
-            let settlement = Settlement { limiter, user, reserved, used: used.clone() };
+            let settlement = SettleOnDrop { limiter, user, reserved, used: used.clone() };
             let mut response =
                 if turn { TURN_TOKENS.scope(used, next.run(request)).await } else { next.run(request).await };
             drop(settlement);
