@@ -169,6 +169,44 @@ pub mod defaults {
     pub const AZURE_OPENAI_API_VERSION: &str = "2024-10-21";
     pub const LLM_TIMEOUT_SECS: u64 = 60;
     pub const MAX_HISTORY_MESSAGES: usize = 50;
+    pub const MAX_MESSAGE_CHARS: usize = 32_000;
+    /// Largest request body (1 MiB).
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// Requests served at once by one process; more are answered `503 overloaded`.
+    pub const MAX_IN_FLIGHT: usize = 1024;
+    /// Time until a request's response head: the provider timeout plus room
+    /// for the database work around it.
+    pub const REQUEST_TIMEOUT_SECS: u64 = LLM_TIMEOUT_SECS + 10;
+    /// How long a stored idempotent response is replayed (24 h).
+    pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 60 * 60;
+    /// After SIGTERM: readiness fails at once, new connections are still
+    /// accepted this long (while the endpoints are being withdrawn).
+    pub const SHUTDOWN_DRAIN_SECS: u64 = 5;
+    /// After the drain: how long in-flight requests get to finish. At least
+    /// the request timeout, so a turn that started before SIGTERM completes.
+    pub const SHUTDOWN_GRACE_SECS: u64 = REQUEST_TIMEOUT_SECS + 5;
+    /// Seconds the process may need after the grace period to close
+    /// connections, flush traces and exit.
+    pub const SHUTDOWN_EXIT_MARGIN_SECS: u64 = 5;
+
+    /// The preStop pause of a chat pod: while Kubernetes withdraws the pod's
+    /// endpoints the pod keeps serving as usual; SIGTERM comes after it.
+    pub const fn prestop_pause_secs(drain_secs: u64) -> u64 {
+        drain_secs
+    }
+
+    /// The pod's `terminationGracePeriodSeconds` for the given settings: the
+    /// preStop pause, then (after SIGTERM) the drain, the grace for in-flight
+    /// requests and a margin to exit. Kubernetes counts the preStop hook
+    /// against this period, so every part must fit in it.
+    pub const fn termination_grace_period_secs(drain_secs: u64, grace_secs: u64) -> u64 {
+        prestop_pause_secs(drain_secs) + drain_secs + grace_secs + SHUTDOWN_EXIT_MARGIN_SECS
+    }
+
+    // The default provider timeout fits inside a request, and a request inside
+    // the shutdown grace period.
+    const _: () = assert!(LLM_TIMEOUT_SECS < REQUEST_TIMEOUT_SECS);
+    const _: () = assert!(REQUEST_TIMEOUT_SECS <= SHUTDOWN_GRACE_SECS);
 }
 
 /// Values of `LOG_FORMAT`.
