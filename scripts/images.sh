@@ -58,10 +58,13 @@ need_tools() {
 # ---------------------------------------------------------------- the distroless-like base
 build_base() {
   local versions key ref tar dir root
-  versions="$(for p in "${BASE_DEBS[@]}"; do printf '%s=%s\n' "$p" "$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/{print $2}')"; done)"
-  if grep -q '=$\|=(none)' <<<"$versions"; then
+  candidates() { # "pkg=version" lines, one apt-cache call
+    apt-cache policy "${BASE_DEBS[@]}" 2>/dev/null | awk '/^[^ ].*:$/{p=substr($1, 1, length($1)-1)} /Candidate:/{print p "=" $2}'
+  }
+  versions="$(candidates)"
+  if [ "$(grep -cv '=(none)$' <<<"$versions")" != "${#BASE_DEBS[@]}" ]; then
     as_root apt-get update -qq >&2
-    versions="$(for p in "${BASE_DEBS[@]}"; do printf '%s=%s\n' "$p" "$(apt-cache policy "$p" | awk '/Candidate:/{print $2}')"; done)"
+    versions="$(candidates)"
   fi
   key="$(printf 'format=%s\n%s\n' "$FORMAT" "$versions" | sha)"
   ref="colloquy.local/distroless-cc:nonroot-$key"
@@ -133,20 +136,28 @@ CREATE TABLE colloquy_e2e_next (id integer PRIMARY KEY);
 SELECT pg_sleep(4);
 '
 build_next_chat_api() {
-  local src="$COLLOQUY_CACHE_DIR/e2e-next-src" last next f
+  local src="$COLLOQUY_CACHE_DIR/e2e-next-src" last next f toml
   mkdir -p "$src"
-  # rsync keeps modification times, so an unchanged tree stays fresh for cargo.
+  # Only changed files are written (checksums, no times), so an unchanged tree stays fresh for
+  # cargo across runs and fresh clones; the two files made here are written only when they differ.
   need_debs rsync
-  rsync -a --delete --exclude target "$REPO_ROOT/Cargo.toml" "$REPO_ROOT/Cargo.lock" "$REPO_ROOT/services" "$REPO_ROOT/migrations" "$src/"
+  rsync -rlc --delete --exclude target --exclude '/services/chat-api/Cargo.toml' --exclude '/migrations/*_e2e_next.sql' \
+    "$REPO_ROOT/Cargo.toml" "$REPO_ROOT/Cargo.lock" "$REPO_ROOT/services" "$REPO_ROOT/migrations" "$src/"
   last="$(find "$REPO_ROOT/migrations" -name '[0-9]*_*.sql' -printf '%f\n' | sort | tail -n 1)"
   next="$(printf '%04d' $(( 10#${last%%_*} + 1 )))"
   f="$src/migrations/${next}_e2e_next.sql"
-  printf '%s' "$E2E_MIGRATION_SQL" > "$f"
+  find "$src/migrations" -name '*_e2e_next.sql' ! -name "${next}_e2e_next.sql" -delete
+  write_if_changed "$f" "$E2E_MIGRATION_SQL"
   # Another binary name, so cargo's copy to $CARGO_TARGET_DIR/debug/ does not replace the real chat-api.
-  sed -i '/^\[\[bin\]\]/,/^name/s/^name = "chat-api"$/name = "chat-api-e2e-next"/' "$src/services/chat-api/Cargo.toml"
+  toml="$(sed '/^\[\[bin\]\]/,/^name/s/^name = "chat-api"$/name = "chat-api-e2e-next"/' "$REPO_ROOT/services/chat-api/Cargo.toml")"
+  write_if_changed "$src/services/chat-api/Cargo.toml" "$toml"$'\n'
   log "building chat-api with migration $next (copy of the sources in $src)"
   (cd "$src" && nice -n 10 cargo build -q --locked -p chat-api --bin chat-api-e2e-next >&2) || die "building the next chat-api failed"
   echo "$CARGO_TARGET_DIR/debug/chat-api-e2e-next $next"
+}
+
+write_if_changed() { # write_if_changed <file> <content>
+  if [ ! -f "$1" ] || [ "$(cat "$1"; printf x)" != "$2"x ]; then printf '%s' "$2" > "$1"; fi
 }
 
 build_client() { # the e2e client binary (static Go), printed path
@@ -185,7 +196,7 @@ cmd_build() {
   local next; next="$(dockerfile_image chat-api "$(binaries_image binaries "$d/next")" "$base" colloquy.local/chat-api)"
 
   cp "$(build_client)" "$d/client/e2e-client"
-  local ckey cref ctar; ckey="$(sha256sum "$d/client/e2e-client" | sha)"
+  local ckey cref ctar; ckey="$(sha < "$d/client/e2e-client")"
   cref="colloquy.local/e2e-client:$ckey"; ctar="$IMG_CACHE/e2e-client-$ckey.tar"
   if [ ! -s "$ctar" ]; then
     local c; c="$(bah from -q scratch)"
@@ -214,7 +225,7 @@ cmd_import() {
 cmd_pause_import() { # <socket> <pause binary>
   local sock="$1" bin="$2" key tar
   need_tools
-  key="$(sha256sum "$bin" | sha)"
+  key="$(sha < "$bin")"
   tar="$IMG_CACHE/pause-$key.tar"
   if [ ! -s "$tar" ]; then
     local c; c="$(bah from -q scratch)"
