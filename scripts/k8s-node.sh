@@ -35,7 +35,9 @@ pid_of() { cat "$NODE_DIR/$1.pid" 2>/dev/null || true; }
 our_pid_alive() { # the process is alive and its command line names our run dir (no PID reuse)
   local pid="$1"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR"
+  # No pipeline: with pipefail, `tr | grep -q` fails when grep exits before tr has written.
+  local cmdline; cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmdline" == *"$RUN_DIR"* ]]
 }
 start_daemon() { # start_daemon <name> <binary> args...
   local name="$1"; shift
@@ -445,7 +447,7 @@ pod_pids() {
 shim_pids() { # containerd shims started by our containerd (their command line names our socket)
   local p
   for p in $(pgrep -f containerd-shim 2>/dev/null); do
-    tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$CTRD_DIR" && echo "$p"
+    [[ "$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)" == *"$CTRD_DIR"* ]] && echo "$p"
   done
   return 0
 }

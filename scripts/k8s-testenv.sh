@@ -255,7 +255,9 @@ pid_of() { cat "$RUN_DIR/$1.pid" 2>/dev/null || true; }
 our_pid_alive() {
   local pid="$1"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR"
+  # No pipeline: with pipefail, `tr | grep -q` fails when grep exits before tr has written.
+  local cmdline; cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmdline" == *"$RUN_DIR"* ]]
 }
 
 apiserver_ready() {
