@@ -294,7 +294,9 @@ stop_plane() {
 free_port() {
   local p tries=0
   while :; do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    # Below the kernel's ephemeral range (32768-60999 here): a port an outgoing connection
+    # holds refuses connections but cannot be bound, which killed etcd now and then.
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then
       USED_PORTS="${USED_PORTS:-} $p"; echo "$p"; return 0
     fi
