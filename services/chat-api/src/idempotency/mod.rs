@@ -76,17 +76,18 @@ fn parse_key(raw: &HeaderValue) -> Result<String, ApiError> {
     Ok(key.to_owned())
 }
 
-/// The identity of a request: method, route and body (JSON compared by value,
-/// so key order and whitespace do not matter).
-pub fn request_hash(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+/// The identity of a request: method, route and body (`json`, the body
+/// parsed, is compared by value, so key order and whitespace do not matter;
+/// a body that is not JSON by its bytes).
+pub fn request_hash(method: &str, path: &str, body: &[u8], json: Option<&serde_json::Value>) -> Vec<u8> {
     let mut hasher = Sha256::new();
     hasher.update(method.as_bytes());
     hasher.update([0]);
     hasher.update(path.as_bytes());
     hasher.update([0]);
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(value) => canonical_json(&value, &mut hasher),
-        Err(_) => hasher.update(body),
+    match json {
+        Some(value) => canonical_json(value, &mut hasher),
+        None => hasher.update(body),
     }
     hasher.finalize().to_vec()
 }
@@ -121,13 +122,10 @@ fn canonical_json(value: &serde_json::Value, hasher: &mut Sha256) {
 }
 
 /// Whether the caller asked for a streamed (SSE) answer.
-fn wants_stream(request: &Request, body: &[u8]) -> bool {
+fn wants_stream(request: &Request, json: Option<&serde_json::Value>) -> bool {
     let accepts_sse =
         request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
-    accepts_sse
-        || serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .is_some_and(|v| v.get("stream").and_then(serde_json::Value::as_bool) == Some(true))
+    accepts_sse || json.and_then(|v| v.get("stream")).and_then(serde_json::Value::as_bool) == Some(true)
 }
 
 /// Releases a claim unless its request completed it, even when the request
@@ -230,14 +228,15 @@ pub async fn middleware(State(idem): State<Arc<Idempotency>>, request: Request, 
         Err(_) => return ApiError::PayloadTooLarge { limit: idem.max_body_bytes }.into_response(),
     };
     let request = Request::from_parts(parts, Body::from(bytes.clone()));
-    if wants_stream(&request, &bytes) {
+    let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    if wants_stream(&request, json.as_ref()) {
         return ApiError::bad_request(
             "idempotency_stream_unsupported",
             "Idempotency-Key cannot be combined with a streamed answer yet; send it without streaming",
         )
         .into_response();
     }
-    let hash = request_hash(request.method().as_str(), request.uri().path(), &bytes);
+    let hash = request_hash(request.method().as_str(), request.uri().path(), &bytes, json.as_ref());
     let key_ref = KeyRef { principal: &principal, key: &key };
     let claim = Uuid::new_v4();
     match idempotency::claim(&idem.pool, &key_ref, &hash, claim, idem.lease, idem.ttl).await {
@@ -290,17 +289,18 @@ pub async fn middleware(State(idem): State<Arc<Idempotency>>, request: Request, 
 mod tests {
     use super::*;
 
+    fn hash(path: &str, body: &[u8]) -> Vec<u8> {
+        request_hash("POST", path, body, serde_json::from_slice(body).ok().as_ref())
+    }
+
     #[test]
     fn the_same_json_hashes_the_same() {
-        let a = request_hash("POST", "/api/ai/chat", br#"{"a": 1, "b": [1, {"c": "x", "d": null}]}"#);
-        let b = request_hash("POST", "/api/ai/chat", br#"{"b":[1,{"d":null,"c":"x"}],"a":1}"#);
+        let a = hash("/api/ai/chat", br#"{"a": 1, "b": [1, {"c": "x", "d": null}]}"#);
+        let b = hash("/api/ai/chat", br#"{"b":[1,{"d":null,"c":"x"}],"a":1}"#);
         assert_eq!(a, b);
-        assert_ne!(
-            a,
-            request_hash("POST", "/api/ai/start-conversation", br#"{"a": 1, "b": [1, {"c": "x", "d": null}]}"#)
-        );
-        assert_ne!(a, request_hash("POST", "/api/ai/chat", br#"{"a": 2, "b": [1, {"c": "x", "d": null}]}"#));
-        assert_ne!(request_hash("POST", "/x", b"not json"), request_hash("POST", "/x", b"not json!"));
+        assert_ne!(a, hash("/api/ai/start-conversation", br#"{"a": 1, "b": [1, {"c": "x", "d": null}]}"#));
+        assert_ne!(a, hash("/api/ai/chat", br#"{"a": 2, "b": [1, {"c": "x", "d": null}]}"#));
+        assert_ne!(hash("/x", b"not json"), hash("/x", b"not json!"));
     }
 
     #[test]
