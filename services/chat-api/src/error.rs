@@ -120,6 +120,24 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Logs a failed provider call without the provider's own text: an error
+/// message may quote the prompt (the caller still gets it in the response).
+fn log_provider_error(e: &ProviderError) {
+    match e {
+        ProviderError::Upstream { status, code, .. } => {
+            tracing::warn!(outcome = e.outcome(), upstream_status = status, upstream_code = ?code, "provider call failed")
+        }
+        ProviderError::RateLimited { retry_after, .. } => {
+            tracing::warn!(outcome = e.outcome(), retry_after = ?retry_after, "provider call failed")
+        }
+        ProviderError::ContentFiltered { .. } => tracing::warn!(outcome = e.outcome(), "provider call failed"),
+        ProviderError::InvalidResponse(_) => {
+            tracing::warn!(outcome = e.outcome(), kind = "invalid_response", "provider call failed")
+        }
+        _ => tracing::warn!(error = %e, "provider call failed"),
+    }
+}
+
 /// The JSON error envelope.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -143,7 +161,7 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
             Self::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
-            Self::Provider(e) => tracing::warn!(error = %e, "provider call failed"),
+            Self::Provider(e) => log_provider_error(e),
             _ => {}
         }
         let body = ErrorBody {

@@ -148,3 +148,175 @@ async fn sigterm_drains_finishes_the_turn_and_exits_0(pool: PgPool) {
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chatbot_user_memory").fetch_one(&pool).await.unwrap();
     assert_eq!(stored, 2);
 }
+
+/// One `chat-api serve` process on `db`, talking to `upstream`, ready.
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Server {
+    async fn start(db: &str, upstream: &FakeUpstream, vars: &[(&str, &str)]) -> Server {
+        let (port, metrics_port) = (free_port().to_string(), free_port().to_string());
+        let base = format!("{}/v1", upstream.url);
+        let mut all: Vec<(&str, &str)> = vec![
+            ("HOST", "127.0.0.1"),
+            ("PORT", &port),
+            ("METRICS_PORT", &metrics_port),
+            ("DATABASE_URL", db),
+            ("INTERNAL_API_KEY", API_KEY),
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "gpt-test"),
+            ("SUMMARIES", "off"),
+        ];
+        all.extend_from_slice(vars);
+        let child = chat_api(&["serve"], &all).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while reqwest::get(format!("{url}/readyz")).await.map(|r| r.status() != 200).unwrap_or(true) {
+            assert!(started.elapsed() < Duration::from_secs(20), "chat-api did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Server { child, url }
+    }
+
+    fn chat(&self, http: &reqwest::Client, body: serde_json::Value) -> reqwest::RequestBuilder {
+        http.post(format!("{}/api/ai/chat", self.url)).header("x-api-key", API_KEY).json(&body)
+    }
+
+    /// SIGTERM, wait for the exit, and everything the process wrote.
+    async fn stop(mut self) -> String {
+        let pid = i32::try_from(self.child.id().unwrap()).unwrap();
+        // SAFETY: sends a signal to the child we spawned; no memory is touched.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let out = tokio::time::timeout(Duration::from_secs(30), self.child.wait_with_output())
+            .await
+            .expect("exited")
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+}
+
+fn completion(content: &str) -> FakeResponse {
+    FakeResponse::json(
+        200,
+        json!({"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-test",
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}),
+    )
+}
+
+/// Two processes on one database enforce one rate limit and one set of
+/// idempotency keys: the counters and claims live in PostgreSQL, not in
+/// either process.
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn two_processes_share_the_limits_and_idempotency_keys(pool: PgPool) {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_default(completion("shared"));
+    let db = database_url(&pool);
+    let limits = [("RATE_LIMIT_RPM", "3"), ("RUST_LOG", "warn")];
+    let (a, b) = tokio::join!(Server::start(&db, &upstream, &limits), Server::start(&db, &upstream, &limits));
+    let http = reqwest::Client::new();
+
+    // The same key on the other process: replayed, not run again.
+    let body = json!({"user_message": "once only", "client_user_id": USER});
+    let first = a.chat(&http, body.clone()).header("idempotency-key", "k-1").send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = b.chat(&http, body).header("idempotency-key", "k-1").send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap(), first);
+    assert_eq!(upstream.requests().len(), 1, "the replay did not call the provider");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chatbot_user_memory").fetch_one(&pool).await.unwrap();
+    assert_eq!(stored, 2, "one turn, stored once");
+
+    // Two requests counted so far (one per process); a third fits, the fourth
+    // is over the one limit of 3 per minute whichever process gets it.
+    let third = a.chat(&http, json!({"user_message": "three", "client_user_id": USER})).send().await.unwrap();
+    assert_eq!(third.status(), 200);
+    assert_eq!(third.headers()["x-ratelimit-remaining-requests"], "0");
+    let fourth = b.chat(&http, json!({"user_message": "four", "client_user_id": USER})).send().await.unwrap();
+    assert_eq!(fourth.status(), 429);
+    assert!(fourth.headers().contains_key("retry-after"));
+    assert_eq!(fourth.json::<serde_json::Value>().await.unwrap()["error"]["code"], "rate_limited");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The logs of a full run at `debug` (turns by key and by Bearer token, a
+/// provider error, a rejected credential) hold none of the internal API key,
+/// the provider key, the JWT secret, a JWT, or any message text.
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn the_logs_of_a_run_hold_no_secrets_and_no_message_text(pool: PgPool) {
+    const PROVIDER_KEY: &str = "sk-provider-key-that-must-not-leak-7f3a";
+    const JWT_SECRET: &str = "jwt-secret-that-must-not-leak-0b9c22";
+    const USER_TEXT: &str = "my secret diagnosis is quux-5521";
+    const AI_TEXT: &str = "the answer mentions zork-9034";
+    let upstream = FakeUpstream::start().await;
+    upstream.push(completion(AI_TEXT));
+    upstream.push(completion(AI_TEXT));
+    upstream.push(FakeResponse::json(
+        400,
+        json!({"error": {"message": format!("bad request about {USER_TEXT}"), "type": "invalid_request_error", "code": null}}),
+    ));
+    let db = database_url(&pool);
+    let server = Server::start(
+        &db,
+        &upstream,
+        &[
+            ("RUST_LOG", "debug"),
+            ("LOG_FORMAT", "json"),
+            ("OPENAI_API_KEY", PROVIDER_KEY),
+            ("JWT_SECRET", JWT_SECRET),
+            ("IDEMPOTENCY_TTL_SECS", "60"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let turn = server.chat(&http, json!({"user_message": USER_TEXT, "client_user_id": USER})).send().await.unwrap();
+    assert_eq!(turn.status(), 200);
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "log-test-user", "exp": chrono::Utc::now().timestamp() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let bearer = http
+        .post(format!("{}/api/ai/chat", server.url))
+        .bearer_auth(&jwt)
+        .header("idempotency-key", "log-key")
+        .json(&json!({"message": USER_TEXT}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    let failed = server.chat(&http, json!({"user_message": USER_TEXT, "client_user_id": USER})).send().await.unwrap();
+    assert_eq!(failed.status(), 502);
+    let wrong = http
+        .post(format!("{}/api/ai/chat", server.url))
+        .header("x-api-key", format!("{API_KEY}-wrong"))
+        .json(&json!({"user_message": USER_TEXT, "client_user_id": USER}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(upstream.requests()[0].header("authorization").as_deref(), Some(&*format!("Bearer {PROVIDER_KEY}")));
+
+    let logs = server.stop().await;
+    assert!(logs.lines().count() > 10, "the run logged: {logs}");
+    assert!(logs.contains("502"), "the failed turn is logged: {logs}");
+    let jwt_signature = jwt.rsplit('.').next().unwrap();
+    for (what, needle) in [
+        ("the internal API key", API_KEY),
+        ("the provider key", PROVIDER_KEY),
+        ("the JWT secret", JWT_SECRET),
+        ("a JWT", jwt_signature),
+        ("message text", "quux-5521"),
+        ("answer text", "zork-9034"),
+    ] {
+        let leak = logs.lines().find(|l| l.contains(needle));
+        assert!(leak.is_none(), "{what} appears in the logs: {}", leak.unwrap_or_default());
+    }
+}
