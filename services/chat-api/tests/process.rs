@@ -186,7 +186,7 @@ impl Server {
     }
 
     /// SIGTERM, wait for the exit, and everything the process wrote.
-    async fn stop(mut self) -> String {
+    async fn stop(self) -> String {
         let pid = i32::try_from(self.child.id().unwrap()).unwrap();
         // SAFETY: sends a signal to the child we spawned; no memory is touched.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

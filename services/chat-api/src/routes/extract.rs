@@ -46,6 +46,9 @@ where
                 format!("the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"),
             ));
         }
+        if has_nul_escape(&bytes) {
+            return Err(ApiError::bad_request("invalid_request", NUL_MESSAGE));
+        }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(rejection)),
@@ -89,6 +92,32 @@ pub fn json_depth(bytes: &[u8]) -> usize {
     deepest
 }
 
+/// PostgreSQL's `text` cannot hold NUL, so a NUL in a string is refused up
+/// front rather than failing the write.
+const NUL_MESSAGE: &str = "text may not contain NUL characters (\\u0000)";
+
+/// Whether a JSON text has a `\u0000` escape in a string (a raw NUL byte is
+/// already invalid JSON). Hand-written for the same reason as [`json_depth`].
+pub fn has_nul_escape(bytes: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match (in_string, bytes[i]) {
+            (false, b'"') => in_string = true,
+            (true, b'"') => in_string = false,
+            (true, b'\\') => {
+                if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(b"0000") {
+                    return true;
+                }
+                i += 1; // the escaped character
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_request", e.body_text()),
@@ -126,6 +155,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(|q| q.to_ascii_lowercase().contains("%00")) {
+            return Err(ApiError::bad_request("invalid_query", NUL_MESSAGE));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| Self(v))
@@ -136,6 +168,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_escapes_are_found_in_strings_only() {
+        assert!(has_nul_escape(br#"{"a": "x\u0000y"}"#));
+        assert!(has_nul_escape(br#"{"a\u0000": 1}"#));
+        assert!(!has_nul_escape(br#"{"a": "x\\u0000y"}"#), "an escaped backslash, then text");
+        assert!(!has_nul_escape(br#"{"a": "\u00001"}"#.split_at(10).0), "cut short");
+        assert!(!has_nul_escape(br#"{"a": "\u0001 \" \u000"}"#));
+    }
 
     #[test]
     fn depth_counts_nesting_outside_strings() {

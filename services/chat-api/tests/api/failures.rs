@@ -44,6 +44,23 @@ async fn bad_input_is_a_400_with_a_code(pool: PgPool) {
     assert_eq!(app.message_count().await, 0);
 }
 
+/// PostgreSQL's text cannot hold NUL: a NUL in a body string or a query
+/// parameter is a 400, never a 500 from the failed statement (found by
+/// schemathesis).
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn nul_characters_are_a_400_not_a_500(pool: PgPool) {
+    let app = app(pool);
+    let reply = app.chat(json!({"user_message": "a\u{0}b", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.error_code(), "invalid_request");
+    let listing =
+        app.get(&format!("/api/conversations?client_user_id={USER}&q=ab%00"), &[("x-api-key", API_KEY)]).await;
+    assert_eq!(listing.status, 400, "{}", listing.body);
+    assert_eq!(listing.error_code(), "invalid_query");
+    let fine = app.chat(json!({"user_message": "a\\u0000b is just text", "client_user_id": USER})).await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
+}
+
 /// Starts a conversation with one good turn, then returns its id and state.
 async fn conversation_with_one_turn(app: &TestApp, upstream: &crate::support::FakeUpstream) -> String {
     upstream.push(FakeResponse::json(200, completion("first answer", 5, 2)));
