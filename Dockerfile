@@ -17,6 +17,11 @@
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 ARG DISTROLESS_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# The newest migration in migrations/ (the chat API image's schema version). The
+# controller reads it from the image's label to name the migration Job, so a
+# new image with new migrations under the same tag migrates again. A test keeps
+# this default equal to migrations/ (services/chat-controller/tests/crd_manifest.rs).
+ARG MIGRATIONS_VERSION=2
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
@@ -39,7 +44,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 
 # ---- chat API (serve, and migrate for the migration Job) --------------------
 FROM ${DISTROLESS_IMAGE} AS chat-api
+ARG MIGRATIONS_VERSION
 LABEL org.opencontainers.image.title="chat-api" \
+      dev.colloquy.migrations-version="${MIGRATIONS_VERSION}" \
       org.opencontainers.image.description="Colloquy chat API: conversations on PostgreSQL, answers from an LLM provider" \
       org.opencontainers.image.source="https://github.com/colloquy-dev/colloquy" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -227,7 +227,7 @@ check "kubectl apply --dry-run=server -R -f manifests/ (crd, rbac, samples)" \
 # The chart's RBAC rules are generated from manifests/rbac/controller.yaml; compare them as objects.
 rbac_matches() {
   kc create --dry-run=client -o json -f manifests/rbac/controller.yaml >"$LOG/rbac.json" || return 1
-  "$HELM" template colloquy "$CHART" -n colloquy-system --set fullnameOverride=chat-controller -s templates/rbac.yaml \
+  "$HELM" template colloquy "$CHART" -n colloquy-system --set fullnameOverride=chat-controller --set controller.scope=cluster -s templates/rbac.yaml \
     | kc create --dry-run=client -o json -f - >"$LOG/chart-rbac.json" || return 1
   python3 - "$LOG/rbac.json" "$LOG/chart-rbac.json" <<'PY'
 import json, sys
@@ -246,6 +246,38 @@ sys.exit(0 if src == chart else 1)
 PY
 }
 check "chart ClusterRole rules = manifests/rbac ClusterRole rules" rbac_matches
+
+# controller.scope=namespaces (the default): a Role with the controller's rules in every watched
+# namespace, the controller told to watch exactly those, and no cluster-wide rule but the CRD reader.
+namespaced_rbac() {
+  local out ns
+  out="$("$HELM" template colloquy "$CHART" -n colloquy-system --set fullnameOverride=chat-controller \
+    --set 'controller.watchNamespaces={team-b}' --set 'chatBackends[0].name=x' --set 'chatBackends[0].namespace=team-a' \
+    --set 'chatBackends[0].spec.provider.mock.enabled=true' --set 'chatBackends[0].secrets.databaseUrl=postgres://u@db/x' \
+    --set 'chatBackends[0].secrets.apiKey=0123456789abcdef')" || return 1
+  kc create --dry-run=client -o json -f - <<<"$out" >"$LOG/ns-rbac.json" || return 1
+  python3 - "$LOG/ns-rbac.json" <<'PY'
+import json, sys
+text, dec, i, objs = open(sys.argv[1]).read(), json.JSONDecoder(), 0, []
+while True:
+    while i < len(text) and text[i].isspace(): i += 1
+    if i >= len(text): break
+    o, i = dec.raw_decode(text, i)
+    objs.extend(o.get("items", [o]) if o.get("kind") == "List" else [o])
+roles = sorted(o["metadata"]["namespace"] for o in objs if o["kind"] == "Role" and o["metadata"]["name"] == "chat-controller")
+print("Roles in:", roles)
+assert roles == ["colloquy-system", "team-a", "team-b"], roles
+cluster = [o for o in objs if o["kind"] == "ClusterRole"]
+assert [c["metadata"]["name"] for c in cluster] == ["chat-controller-crd-reader"], [c["metadata"]["name"] for c in cluster]
+assert all("secrets" not in json.dumps(c["rules"]) for c in cluster)
+dep = next(o for o in objs if o["kind"] == "Deployment")
+env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+assert env["CHAT_CONTROLLER_WATCH_NAMESPACE"] == "colloquy-system,team-a,team-b", env
+PY
+}
+check "controller.scope=namespaces: a Role per watched namespace, Secrets nowhere else" namespaced_rbac
+check "controller.scope=cluster: a ClusterRole, every namespace" \
+  bash -c "\"\$HELM\" template t $CHART --set controller.scope=cluster | grep -q '^kind: ClusterRoleBinding' && ! \"\$HELM\" template t $CHART --set controller.scope=cluster | grep -q CHAT_CONTROLLER_WATCH_NAMESPACE"
 
 # ---------------------------------------------------------------- images
 hadolint_bin() {

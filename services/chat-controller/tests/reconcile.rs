@@ -9,8 +9,9 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use chat_controller::conditions::{self as ct, reasons};
 use chat_controller::crd::{ChatBackend, MigrationState};
-use chat_controller::names::{annotations, conditions as ct, reasons};
+use chat_controller::names::annotations;
 use colloquy_contract::{env, paths};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -293,15 +294,17 @@ async fn spec_change_and_secret_rotation_roll_pods_and_new_image_waits_for_migra
     let h2 = config_hash(&deps.get(NAME).await.unwrap());
     assert_ne!(h1, h2, "secret rotation must change the config hash");
 
-    // PDB goes away when scaled to one replica (it is 1 here), appears at 3.
+    // A PDB with one replica (1 may be down: drains work), at 3, none at 0.
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
-    assert!(pdbs.get_opt(NAME).await.unwrap().is_none());
+    assert!(pdbs.get_opt(NAME).await.unwrap().is_some());
     backends.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.unwrap();
     reconcile_once(&ctx, ns, NAME).await;
     assert!(pdbs.get_opt(NAME).await.unwrap().is_some());
+    backends.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
+    reconcile_once(&ctx, ns, NAME).await;
+    assert!(pdbs.get_opt(NAME).await.unwrap().is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
     backends.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
     reconcile_once(&ctx, ns, NAME).await;
-    assert!(pdbs.get_opt(NAME).await.unwrap().is_none());
 
     // New image: a new migration Job; the Deployment keeps the old image until it succeeds.
     backends
