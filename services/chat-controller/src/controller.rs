@@ -42,8 +42,9 @@ where
     }
 }
 
-/// A store of `K` and the stream that fills it (its items trigger reconciles).
-/// Managed fields are dropped from cached objects: nothing reads them.
+/// A store of `K` and the stream that fills it (its items, deleted ones
+/// included, trigger reconciles). Managed fields are dropped from cached
+/// objects: nothing reads them.
 fn reflect<K>(
     client: &Client,
     namespace: Option<&str>,
@@ -63,7 +64,7 @@ where
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer)
-        .applied_objects();
+        .touched_objects();
     (reader, stream)
 }
 
@@ -113,7 +114,7 @@ pub async fn run(
         .default_backoff()
         .modify(|o: &mut PartialObjectMeta<Secret>| o.metadata.managed_fields = None)
         .reflect(secret_writer)
-        .applied_objects();
+        .touched_objects();
 
     // ServiceMonitors: watched from the moment their CRD serves them (the
     // watch would fail for ever before that).
@@ -125,14 +126,29 @@ pub async fn run(
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
     };
+    // A task starts the watch once the API is served and forwards its events
+    // (the watch would fail for ever before that).
+    let (sm_tx, sm_rx) = futures::channel::mpsc::unbounded::<Result<DynamicObject, watcher::Error>>();
     let mut served = sm_served.clone();
-    let sm_stream = futures::stream::once(async move {
-        if served.wait_for(|s| *s).await.is_ok() {
-            info!("ServiceMonitor API served: watching ServiceMonitors");
+    let sm_task = tokio::spawn(async move {
+        if served.wait_for(|s| *s).await.is_err() {
+            return;
         }
-        watcher(sm_api, owned()).default_backoff().reflect(sm_writer).applied_objects()
-    })
-    .flatten();
+        info!("ServiceMonitor API served: watching ServiceMonitors");
+        let events = watcher(sm_api, owned()).default_backoff().reflect(sm_writer).touched_objects();
+        futures::pin_mut!(events);
+        while let Some(ev) = events.next().await {
+            if sm_tx.unbounded_send(ev).is_err() {
+                return;
+            }
+        }
+    });
+    let sm_stream = sm_rx;
+    // When the ServiceMonitor API appears (or goes), every ChatBackend is reconciled.
+    let sm_changes = futures::stream::unfold(sm_served.clone(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    });
 
     let stores = Stores {
         configmaps,
@@ -176,6 +192,7 @@ pub async fn run(
         .watches_stream(secret_stream, move |s| {
             backends_referencing(&secret_store, &s.namespace().unwrap_or_default(), &s.name_any())
         })
+        .reconcile_all_on(sm_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -186,6 +203,7 @@ pub async fn run(
         })
         .await;
     gauge.abort();
+    sm_task.abort();
 }
 
 /// Runs one controller per scope (see [`run`]) until `stop` turns true.

@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -63,7 +63,7 @@ fn spawn(id: &'static str, ns: &str) -> Proc {
             "json",
         ])
         .env("RUST_LOG", "info,chat_controller=debug,kube=warn")
-        .stdout(Stdio::null())
+        .stdout(file.try_clone().unwrap())
         .stderr(file)
         .spawn()
         .expect("start chat-controller");
@@ -93,8 +93,10 @@ fn events(p: &Proc) -> Vec<(Timestamp, String)> {
 }
 
 /// Periods in which `p` ran its controller: from "controller started" to
-/// "controller stopped" (or `end` when it was killed first).
-fn leading_periods(p: &Proc, end: Timestamp) -> Vec<(Timestamp, Timestamp)> {
+/// "controller stopped" (or `end` when it was killed first). A period that
+/// contains `frozen` (when the process was stopped) ends there: a frozen
+/// process runs nothing, and it logs "controller stopped" only once resumed.
+fn leading_periods(p: &Proc, end: Timestamp, frozen: Option<Timestamp>) -> Vec<(Timestamp, Timestamp)> {
     let mut out = Vec::new();
     let mut start = None;
     for (t, m) in events(p) {
@@ -107,7 +109,12 @@ fn leading_periods(p: &Proc, end: Timestamp) -> Vec<(Timestamp, Timestamp)> {
         }
     }
     out.extend(start.map(|s| (s, end)));
-    out
+    out.into_iter()
+        .map(|(s, e)| match frozen {
+            Some(f) if s <= f && f <= e => (s, f),
+            _ => (s, e),
+        })
+        .collect()
 }
 
 /// When `p` started reconciles (a reconcile starts only while its leadership
@@ -159,6 +166,7 @@ async fn two_processes_never_reconcile_at_once_and_fail_over_within_the_lease() 
     assert_eq!(leader_gauge(&http, &procs[second]).await, Some(false));
 
     // The leader freezes: the standby takes over within the lease duration.
+    let frozen_at = Timestamp::now();
     signal(&procs[first], "-STOP");
     let failover = wait_gauge(&http, &procs[second], true, Duration::from_secs(LEASE_SECS) + SLACK * 4).await;
     assert!(failover <= Duration::from_secs(LEASE_SECS) + SLACK, "failover after a freeze took {failover:?}");
@@ -182,7 +190,8 @@ async fn two_processes_never_reconcile_at_once_and_fail_over_within_the_lease() 
     // From the logs, on one clock: no reconcile of one process while the other leads.
     for (me, other) in [(first, second), (second, first)] {
         let other_end = if other == second { killed_at } else { end };
-        let periods = leading_periods(&procs[other], other_end);
+        let frozen = (other == first).then_some(frozen_at);
+        let periods = leading_periods(&procs[other], other_end, frozen);
         assert!(!periods.is_empty(), "{} never led", procs[other].id);
         for t in reconciles(&procs[me]) {
             let overlap = periods.iter().find(|(s, e)| *s <= t && t <= *e);

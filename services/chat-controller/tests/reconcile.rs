@@ -238,7 +238,8 @@ async fn missing_secret_degrades_then_recovers() {
     assert_eq!(condition(&cb, ct::DEGRADED), (ct::TRUE, reasons::SECRET_NOT_FOUND));
     assert_eq!(condition(&cb, ct::READY), (ct::FALSE, reasons::SECRET_NOT_FOUND));
     let text = serde_json::to_string(&cb.status).unwrap();
-    assert!(text.contains("\\\"db\\\" not found"), "{text}");
+    assert!(text.contains("\\\"db\\\" (spec.databaseUrlSecretRef) not found"), "{text}");
+    assert!(text.contains("create it or fix spec.databaseUrlSecretRef"), "the message says what to do: {text}");
     assert!(!text.contains("0123456789abcdef"), "secret value in status: {text}");
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     assert!(jobs.list(&Default::default()).await.unwrap().items.is_empty());

@@ -32,6 +32,11 @@ fn require_kubeconfig() {
 
 pub async fn client() -> Client {
     require_kubeconfig();
+    // Logs of the code under test, with RUST_LOG (e.g. `RUST_LOG=chat_controller=debug`).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let c = Client::try_default().await.expect("kube client from KUBECONFIG");
     ensure_crd(&c).await;
     c
