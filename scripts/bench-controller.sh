@@ -30,10 +30,13 @@ PORT="${BENCH_CONTROLLER_PORT:-18080}"
 NS="colloquy-bench-$(date +%s)"
 export K8S_TESTENV_NAME="${K8S_TESTENV_NAME:-bench}"
 TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+# BENCH_PROFILE=dev measures the dev build (dependencies at opt-level 1): quicker to build.
+PROFILE="${BENCH_PROFILE:-release}"
+OUT="$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
-  log "building chat-controller and the bench driver (release)"
-  nice -n 10 cargo build --release -q -p chat-controller --bin chat-controller --example bench_controller
+  log "building chat-controller and the bench driver ($PROFILE)"
+  nice -n 10 cargo build --profile "$PROFILE" -q -p chat-controller --bin chat-controller --example bench_controller
 fi
 
 was_up=0
@@ -54,7 +57,7 @@ trap cleanup EXIT
   -f manifests/crd/chatbackends.colloquy.dev.yaml >/dev/null
 
 log "starting chat-controller (namespace $NS, resync ${RESYNC}s)"
-RUST_LOG="${RUST_LOG:-warn}" "$TARGET/release/chat-controller" \
+RUST_LOG="${RUST_LOG:-warn}" "$OUT/chat-controller" \
   --namespace "$NS" --leader-election=false --resync-secs "$RESYNC" --image-resolve-secs 0 \
   --http-addr "127.0.0.1:$PORT" --log-format json --default-image registry.test/chat-api:bench \
   2>"${TMPDIR:-/tmp}/bench-controller.log" &
@@ -62,4 +65,4 @@ controller_pid=$!
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
 
 log "creating $COUNT ChatBackends; steady-state window ${WINDOW}s"
-"$TARGET/release/examples/bench_controller" "$COUNT" "http://127.0.0.1:$PORT/metrics" "$controller_pid" "$WINDOW" "$NS"
+"$OUT/examples/bench_controller" "$COUNT" "http://127.0.0.1:$PORT/metrics" "$controller_pid" "$WINDOW" "$NS"

@@ -123,10 +123,10 @@ impl WriteMemory {
     ) -> Option<K> {
         let mut map = self.map();
         if let Some((before, written)) = map.get(key) {
-            if *before == observed_rv {
-                if let Ok(k) = serde_json::from_value(written.clone()) {
-                    return Some(k);
-                }
+            if *before == observed_rv
+                && let Ok(k) = serde_json::from_value(written.clone())
+            {
+                return Some(k);
             }
             map.remove(key);
         }

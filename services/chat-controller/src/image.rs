@@ -70,12 +70,15 @@ struct Entry {
     resolved: Resolved,
 }
 
+/// One reference's cached answer; its lock makes concurrent lookups of it wait for one.
+type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
+
 /// Cached lookups of image references.
 #[derive(Clone)]
 pub struct ImageResolver {
     client: Option<Arc<OciClient>>,
     refresh: Duration,
-    cache: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Entry>>>>>>,
+    cache: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
 impl ImageResolver {
