@@ -4,9 +4,14 @@
 
 use std::path::Path;
 
+const MIGRATIONS: &str = "../../migrations";
+
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-    println!("cargo:rerun-if-changed={}", dir.display());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(MIGRATIONS);
+    // Relative to the package: an absolute path would pin the check to the
+    // checkout that first built this target directory, and a build reusing it
+    // from another checkout (worktree, CI cache) would keep a stale version.
+    println!("cargo:rerun-if-changed={MIGRATIONS}");
     let mut latest = 0u64;
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
     for entry in entries {

@@ -19,5 +19,9 @@ mod conversations;
 mod failures;
 #[path = "api/http.rs"]
 mod http_surface;
+#[path = "api/lifecycle.rs"]
+mod lifecycle;
 #[path = "api/schema.rs"]
 mod schema;
+#[path = "api/summaries.rs"]
+mod summaries;

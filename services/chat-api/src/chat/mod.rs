@@ -3,7 +3,10 @@
 
 mod context;
 mod spans;
+mod summary;
+mod title;
 mod validate;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::config::TitleMode;
 use crate::db::conversations::{self, NewConversation, NewMessage, UsageDelta};
 use crate::error::ApiError;
 use crate::llm::{ChatProvider, Completion, CompletionRequest, ProviderError, Role, Usage};
@@ -20,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::telemetry;
 
 pub use context::{build_messages, history_from_texts};
-pub use validate::title_from;
+pub use validate::{TITLE_CHARS, title_from};
 
 /// Chat behaviour settings from the configuration.
 #[derive(Debug, Clone)]
@@ -29,6 +33,9 @@ pub struct ChatSettings {
     pub max_history_messages: usize,
     pub max_message_chars: usize,
     pub llm_timeout: Duration,
+    /// Fold messages beyond the history budget into a summary (`SUMMARIES`).
+    pub summaries: bool,
+    pub titles: TitleMode,
 }
 
 /// Everything a turn needs; cheap to clone.
@@ -38,6 +45,8 @@ pub struct ChatService {
     pub provider: Arc<dyn ChatProvider>,
     pub settings: Arc<ChatSettings>,
     pub metrics: Arc<Metrics>,
+    /// Wakes this process's background worker (summaries, titles).
+    pub worker_wake: Arc<tokio::sync::Notify>,
 }
 
 /// One user message to answer.
@@ -149,20 +158,28 @@ impl ChatService {
         validate::history(&input.history, self.settings.max_message_chars)?;
 
         // Context: stored messages when there are any, else the request's history.
-        let stored = match input.conversation_id {
+        let (stored, summary) = match input.conversation_id {
             Some(id) => {
-                let load =
-                    conversations::load_turn_context(&self.pool, id, input.user_id, self.settings.max_history_messages);
-                self.db(spans::LOAD_CONTEXT, load).await?.ok_or_else(ApiError::conversation_not_found)?.history
+                let load = conversations::load_turn_context(
+                    &self.pool,
+                    id,
+                    input.user_id,
+                    self.settings.max_history_messages,
+                    self.settings.summaries,
+                );
+                let loaded = self.db(spans::LOAD_CONTEXT, load).await?.ok_or_else(ApiError::conversation_not_found)?;
+                (loaded.history, loaded.summary)
             }
-            None => Vec::new(),
+            None => (Vec::new(), None),
         };
+        let stored_count = stored.len();
         // Request history is stored with the turn only when it is the context.
         let seeded = if stored.is_empty() { history_from_texts(&input.history) } else { Vec::new() };
         let context = if stored.is_empty() { seeded.clone() } else { stored };
         let request = CompletionRequest {
             messages: build_messages(
                 self.settings.system_prompt.as_deref(),
+                summary.as_deref(),
                 context,
                 self.settings.max_history_messages,
                 &message,
@@ -173,14 +190,14 @@ impl ChatService {
 
         let completion = self.call_provider(request).await?;
 
-        let title = input
-            .conversation_id
-            .is_none()
-            .then(|| title_from(seeded.first().map(|(_, t)| t.as_str()).unwrap_or(&message)).to_owned());
+        // The first user message titles the conversation: the creating turn's,
+        // or (started without history) the first turn's, when it has no title yet.
+        let title = title_from(seeded.first().map(|(_, t)| t.as_str()).unwrap_or(&message)).to_owned();
         let mut messages = stamp(seeded.into_iter().chain(std::iter::once((Role::User, message))), received_at);
         let last = messages.last().map_or(received_at, |m| m.at);
         messages.push(NewMessage { role: Role::Assistant, text: completion.text.clone(), at: next_instant(last) });
         let delta = UsageDelta { usage: completion.usage, turns: 1 };
+        let unsummarized = stored_count + messages.len();
         let conversation_id = if let Some(conversation_id) = input.conversation_id {
             let append = conversations::append_turn(
                 &self.pool,
@@ -189,6 +206,7 @@ impl ChatService {
                 &completion.model,
                 delta,
                 messages,
+                &title,
             );
             if !self.db(spans::APPEND_TURN, append).await? {
                 return Err(ApiError::conversation_not_found());
@@ -203,7 +221,7 @@ impl ChatService {
                     NewConversation {
                         conversation_id,
                         user_id: input.user_id,
-                        title: title.as_deref(),
+                        title: Some(title.as_str()),
                         model: Some(&completion.model),
                         delta,
                         messages,
@@ -215,6 +233,7 @@ impl ChatService {
             conversation_id
         };
         self.metrics.turns_stored.inc();
+        self.after_store(conversation_id, unsummarized);
         Ok(TurnOutput { conversation_id, text: completion.text, usage: completion.usage, model: completion.model })
     }
 
@@ -238,6 +257,7 @@ impl ChatService {
         }
         let conversation_id = Uuid::new_v4();
         let messages = stamp(history_from_texts(&history), Utc::now());
+        let stored_count = messages.len();
         let title = history.first().map(|t| title_from(t));
         let create = conversations::create(
             &self.pool,
@@ -245,6 +265,7 @@ impl ChatService {
         );
         self.db(spans::CREATE_CONVERSATION, create).await?;
         self.metrics.conversations_created.inc();
+        self.after_store(conversation_id, stored_count);
         Ok(TurnOutput {
             conversation_id,
             text: String::new(),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::llm::{Role, Usage};
 
-/// A stored conversation (all columns of `chatbot_conversation_audit`).
+/// A stored conversation (the columns of `chatbot_conversation_audit` callers see).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Conversation {
     pub conversation_id: Uuid,
@@ -22,11 +22,20 @@ pub struct Conversation {
     /// `{"prompt_tokens", "completion_tokens", "total_tokens", "turns"}`, accumulated.
     #[schema(value_type = Option<Object>)]
     pub token_usage: Option<serde_json::Value>,
+    /// `in-progress`, or `completed` once archived.
     pub status: String,
     pub last_message_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub archived: bool,
+    /// When `conversation_summary` was last written (older messages folded in).
+    pub summary_updated_at: Option<DateTime<Utc>>,
+    /// `first-message`, `provider` (generated, `TITLES=provider`) or `user` (renamed).
+    pub title_source: String,
 }
+
+/// The columns of [`Conversation`], for every query that returns one.
+pub const CONVERSATION_COLUMNS: &str = "conversation_id, user_id, title, conversation_summary, model, token_usage, \
+     status, last_message_at, created_at, archived, summary_updated_at, title_source";
 
 /// A stored message (`chatbot_user_memory`), content as `{"text": ...}`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
@@ -50,8 +59,11 @@ pub struct NewMessage {
 /// The part of a conversation a turn needs before calling the provider.
 #[derive(Debug, Clone)]
 pub struct TurnContext {
-    /// Most recent messages, oldest first, at most the requested number.
+    /// Most recent messages, oldest first, at most the requested number; with
+    /// summaries on, only messages not folded into `summary`.
     pub history: Vec<(Role, String)>,
+    /// `conversation_summary` (summaries on only).
+    pub summary: Option<String>,
 }
 
 fn role_str(role: Role) -> &'static str {
@@ -63,24 +75,28 @@ fn role_str(role: Role) -> &'static str {
     }
 }
 
-fn parse_role(s: &str) -> Role {
+pub(crate) fn parse_role(s: &str) -> Role {
     if s == "assistant" { Role::Assistant } else { Role::User }
 }
 
 /// Ownership check and the newest `limit` messages in one round trip.
 /// `None` when the conversation does not exist or belongs to someone else.
+/// With `summaries`, messages already folded into the summary are left out
+/// and the summary comes along.
 pub async fn load_turn_context(
     pool: &PgPool,
     conversation_id: Uuid,
     user_id: Uuid,
     limit: usize,
+    summaries: bool,
 ) -> Result<Option<TurnContext>, sqlx::Error> {
-    let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT m.role, m.content->>'text' \
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT m.role, m.content->>'text', CASE WHEN $4 THEN c.conversation_summary END \
          FROM chatbot_conversation_audit c \
          LEFT JOIN LATERAL ( \
              SELECT role, content, created_at FROM chatbot_user_memory \
              WHERE conversation_id = c.conversation_id \
+               AND created_at > CASE WHEN $4 THEN COALESCE(c.summary_through, '-infinity') ELSE '-infinity' END \
              ORDER BY created_at DESC LIMIT $3 \
          ) m ON TRUE \
          WHERE c.conversation_id = $1 AND c.user_id = $2 \
@@ -89,14 +105,15 @@ pub async fn load_turn_context(
     .bind(conversation_id)
     .bind(user_id)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(summaries)
     .fetch_all(pool)
     .await?;
-    if rows.is_empty() {
+    let Some(summary) = rows.first().map(|(_, _, summary)| summary.clone()) else {
         return Ok(None);
-    }
+    };
     let history =
-        rows.into_iter().filter_map(|(role, text)| Some((parse_role(&role?), text.unwrap_or_default()))).collect();
-    Ok(Some(TurnContext { history }))
+        rows.into_iter().filter_map(|(role, text, _)| Some((parse_role(&role?), text.unwrap_or_default()))).collect();
+    Ok(Some(TurnContext { history, summary }))
 }
 
 /// What a turn adds to the conversation's running totals.
@@ -178,8 +195,9 @@ pub async fn create(pool: &PgPool, new: NewConversation<'_>) -> Result<(), sqlx:
 }
 
 /// Appends a turn's messages to an existing conversation and updates its model,
-/// `last_message_at` and accumulated `token_usage`, atomically (one statement).
-/// Returns false when the conversation no longer exists for this user.
+/// `last_message_at` and accumulated `token_usage`, atomically (one statement);
+/// a conversation still without a title (started without history) takes
+/// `title_if_none`. Returns false when the conversation no longer exists for this user.
 pub async fn append_turn(
     pool: &PgPool,
     conversation_id: Uuid,
@@ -187,6 +205,7 @@ pub async fn append_turn(
     model: &str,
     delta: UsageDelta,
     messages: Vec<NewMessage>,
+    title_if_none: &str,
 ) -> Result<bool, sqlx::Error> {
     let last_message_at = messages.last().map(|m| m.at);
     let cols = columns(messages);
@@ -194,6 +213,7 @@ pub async fn append_turn(
         "WITH conv AS ( \
              UPDATE chatbot_conversation_audit SET \
                  model = $3, \
+                 title = COALESCE(title, $12), \
                  last_message_at = GREATEST(last_message_at, $4), \
                  token_usage = jsonb_build_object( \
                      'prompt_tokens', COALESCE((token_usage->>'prompt_tokens')::bigint, 0) + $5, \
@@ -218,6 +238,7 @@ pub async fn append_turn(
     .bind(&cols.roles)
     .bind(&cols.texts)
     .bind(&cols.ats)
+    .bind(title_if_none)
     .execute(pool)
     .await?;
     Ok(result.rows_affected() > 0)
@@ -230,12 +251,10 @@ pub async fn get_with_messages(
     conversation_id: Uuid,
     user_id: Option<Uuid>,
 ) -> Result<Option<(Conversation, Vec<StoredMessage>)>, sqlx::Error> {
-    let conversation: Option<Conversation> = sqlx::query_as(
-        "SELECT conversation_id, user_id, title, conversation_summary, model, token_usage, status, \
-                last_message_at, created_at, archived \
-         FROM chatbot_conversation_audit \
-         WHERE conversation_id = $1 AND ($2::uuid IS NULL OR user_id = $2)",
-    )
+    let conversation: Option<Conversation> = sqlx::query_as(&format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM chatbot_conversation_audit \
+         WHERE conversation_id = $1 AND ($2::uuid IS NULL OR user_id = $2)"
+    ))
     .bind(conversation_id)
     .bind(user_id)
     .fetch_optional(pool)

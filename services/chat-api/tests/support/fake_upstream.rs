@@ -66,6 +66,7 @@ pub struct FakeResponse {
     body: FakeBody,
     delay: Option<Duration>,
     chunk_delay: Option<Duration>,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl FakeResponse {
@@ -77,6 +78,7 @@ impl FakeResponse {
             body: FakeBody::Full(Bytes::from(body.to_string())),
             delay: None,
             chunk_delay: None,
+            gate: None,
         }
     }
 
@@ -95,6 +97,7 @@ impl FakeResponse {
             body: FakeBody::Chunks(chunks),
             delay: None,
             chunk_delay: None,
+            gate: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl FakeResponse {
             body: FakeBody::Full(body.into()),
             delay: None,
             chunk_delay: None,
+            gate: None,
         }
     }
 
@@ -118,6 +122,14 @@ impl FakeResponse {
     /// Waits this long before answering (the request is recorded first).
     pub fn with_delay(mut self, d: Duration) -> Self {
         self.delay = Some(d);
+        self
+    }
+
+    /// Holds the answer until `gate` has a permit for it (`add_permits`; each
+    /// answer takes one), to observe what happens while an upstream call is in
+    /// flight without timing anything.
+    pub fn held_until(mut self, gate: Arc<tokio::sync::Semaphore>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -155,7 +167,11 @@ impl FakeResponse {
     }
 }
 
+/// Picks an answer from the request itself (`None`: use the queue).
+type Responder = Box<dyn Fn(&RecordedRequest) -> Option<FakeResponse> + Send + Sync>;
+
 struct Shared {
+    responder: Mutex<Option<Responder>>,
     queue: Mutex<VecDeque<FakeResponse>>,
     default: Mutex<FakeResponse>,
     requests: Mutex<Vec<RecordedRequest>>,
@@ -174,6 +190,7 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     pub async fn start() -> FakeUpstream {
         let shared = Arc::new(Shared {
+            responder: Mutex::new(None),
             queue: Mutex::new(VecDeque::new()),
             default: Mutex::new(FakeResponse::json(500, serde_json::json!({"error": "no scripted response"}))),
             requests: Mutex::new(Vec::new()),
@@ -190,6 +207,12 @@ impl FakeUpstream {
     /// Queues an answer (first in, first out).
     pub fn push(&self, response: FakeResponse) {
         self.shared.queue.lock().unwrap().push_back(response);
+    }
+
+    /// Answers requests `responder` recognises (returns `Some`) from it, before
+    /// the queue: for upstreams that several callers use concurrently.
+    pub fn respond_with(&self, responder: impl Fn(&RecordedRequest) -> Option<FakeResponse> + Send + Sync + 'static) {
+        *self.shared.responder.lock().unwrap() = Some(Box::new(responder));
     }
 
     /// The answer used when the queue is empty.
@@ -219,17 +242,24 @@ impl Drop for FakeUpstream {
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    shared.requests.lock().unwrap().push(RecordedRequest {
+    let recorded = RecordedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,
         body,
-    });
-    let response = {
+    };
+    let chosen = shared.responder.lock().unwrap().as_ref().and_then(|responder| responder(&recorded));
+    shared.requests.lock().unwrap().push(recorded);
+    let response = chosen.unwrap_or_else(|| {
         let next = shared.queue.lock().unwrap().pop_front();
         next.unwrap_or_else(|| shared.default.lock().unwrap().clone())
-    };
+    });
+    if let Some(gate) = &response.gate
+        && let Ok(permit) = gate.acquire().await
+    {
+        permit.forget();
+    }
     if let Some(delay) = response.delay {
         tokio::time::sleep(delay).await;
     }
