@@ -21,7 +21,7 @@ ARG DISTROLESS_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 # controller reads it from the image's label to name the migration Job, so a
 # new image with new migrations under the same tag migrates again. A test keeps
 # this default equal to migrations/ (services/chat-controller/tests/crd_manifest.rs).
-ARG MIGRATIONS_VERSION=2
+ARG MIGRATIONS_VERSION=5
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src

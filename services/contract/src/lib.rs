@@ -278,9 +278,3 @@ pub mod switch {
     pub const ON: &str = "on";
     pub const OFF: &str = "off";
 }
-
-/// Values of `TITLES`.
-pub mod titles {
-    pub const FIRST_MESSAGE: &str = "first-message";
-    pub const PROVIDER: &str = "provider";
-}
