@@ -60,7 +60,7 @@ log "starting chat-controller (namespace $NS, resync ${RESYNC}s)"
 RUST_LOG="${RUST_LOG:-warn}" "$OUT/chat-controller" \
   --namespace "$NS" --leader-election=false --resync-secs "$RESYNC" --image-resolve-secs 0 \
   --http-addr "127.0.0.1:$PORT" --log-format json --default-image registry.test/chat-api:bench \
-  2>"${TMPDIR:-/tmp}/bench-controller.log" &
+  >"${TMPDIR:-/tmp}/bench-controller.log" 2>&1 &
 controller_pid=$!
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
 

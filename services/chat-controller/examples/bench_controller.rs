@@ -97,7 +97,14 @@ fn simulate_jobs(client: Client, ns: String) -> tokio::task::JoinHandle<()> {
                     "conditions": [
                         {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": "done", "lastTransitionTime": now, "lastProbeTime": now},
                         {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": "done", "lastTransitionTime": now, "lastProbeTime": now}]}});
-                let _ = jobs.patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await;
+                // An overloaded API server answers 5xx: retry, or the ChatBackend never gets Ready.
+                for _ in 0..20 {
+                    if jobs.patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.is_ok()
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             });
         }
     })
@@ -121,7 +128,12 @@ fn simulate_rollouts(client: Client, ns: String) -> tokio::task::JoinHandle<()> 
                 let _permit = permit;
                 let status = json!({"status": {"observedGeneration": d.metadata.generation, "replicas": want,
                     "updatedReplicas": want, "readyReplicas": want, "availableReplicas": want}});
-                let _ = deps.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await;
+                for _ in 0..20 {
+                    if deps.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             });
         }
     })
