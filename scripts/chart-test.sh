@@ -123,8 +123,11 @@ check "ChatBackends rendered only when colloquy.dev/v1alpha1 is served" crd_gati
 
 # Leader election follows replicas; the CRD carries the keep policy only when asked.
 render_has() { # render_has <grep -E pattern> <helm template args...>
-  local pat="$1"; shift
-  "$HELM" template t "$CHART" "$@" | grep -qE -- "$pat"
+  # Rendered first: `helm | grep -q` fails under pipefail when grep exits before helm
+  # has written the whole (large) output (SIGPIPE).
+  local pat="$1" out; shift
+  out="$("$HELM" template t "$CHART" "$@")" || return 1
+  grep -qE -- "$pat" <<<"$out"
 }
 check "replicas=1: --leader-election=false, Recreate" \
   bash -c "\"\$HELM\" template t $CHART | grep -q -- '--leader-election=false' && \"\$HELM\" template t $CHART | grep -q 'type: Recreate'"
