@@ -25,6 +25,14 @@ struct Proc {
     log: PathBuf,
 }
 
+impl Drop for Proc {
+    /// A failing test must not leave controllers running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
