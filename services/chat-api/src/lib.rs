@@ -10,6 +10,8 @@ pub mod idempotency;
 pub mod limits;
 pub mod llm;
 pub mod metrics;
+pub mod migrate_report;
+pub mod provider_probe;
 pub mod request_id;
 pub mod routes;
 pub mod server;

@@ -118,7 +118,7 @@ async fn sigterm_drains_finishes_the_turn_and_exits_0(pool: PgPool) {
                 .await
         })
     };
-    while upstream.requests().is_empty() {
+    while turn_calls(&upstream) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = i32::try_from(child.id().unwrap()).unwrap();
@@ -149,6 +149,19 @@ async fn sigterm_drains_finishes_the_turn_and_exits_0(pool: PgPool) {
     assert_eq!(stored, 2);
 }
 
+/// `serve` probes the provider (`GET /models`) at start-up and every minute:
+/// answered apart, so scripted answers are left to the turns.
+fn answer_probes(upstream: &FakeUpstream) {
+    upstream.respond_with(|r| {
+        r.path.ends_with("/models").then(|| FakeResponse::json(200, json!({"object": "list", "data": []})))
+    });
+}
+
+/// The chat completion calls `upstream` received (not the probes).
+fn turn_calls(upstream: &FakeUpstream) -> usize {
+    upstream.requests().iter().filter(|r| r.path.ends_with("/chat/completions")).count()
+}
+
 /// One `chat-api serve` process on `db`, talking to `upstream`, ready.
 struct Server {
     child: tokio::process::Child,
@@ -171,6 +184,7 @@ impl Server {
             ("SUMMARIES", "off"),
         ];
         all.extend_from_slice(vars);
+        answer_probes(upstream);
         let child = chat_api(&["serve"], &all).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
@@ -228,7 +242,7 @@ async fn two_processes_share_the_limits_and_idempotency_keys(pool: PgPool) {
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<serde_json::Value>().await.unwrap(), first);
-    assert_eq!(upstream.requests().len(), 1, "the replay did not call the provider");
+    assert_eq!(turn_calls(&upstream), 1, "the replay did not call the provider");
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chatbot_user_memory").fetch_one(&pool).await.unwrap();
     assert_eq!(stored, 2, "one turn, stored once");
 
@@ -302,7 +316,8 @@ async fn the_logs_of_a_run_hold_no_secrets_and_no_message_text(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    assert_eq!(upstream.requests()[0].header("authorization").as_deref(), Some(&*format!("Bearer {PROVIDER_KEY}")));
+    let call = upstream.requests().into_iter().find(|r| r.path.ends_with("/chat/completions")).unwrap();
+    assert_eq!(call.header("authorization").as_deref(), Some(&*format!("Bearer {PROVIDER_KEY}")));
 
     let logs = server.stop().await;
     assert!(logs.lines().count() > 10, "the run logged: {logs}");

@@ -71,6 +71,9 @@ pub struct ServeArgs {
 /// Settings of `chat-api migrate`.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
+    /// Print the newest migration compiled into this binary and exit.
+    #[arg(long)]
+    pub print_version: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
