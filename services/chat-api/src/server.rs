@@ -31,17 +31,14 @@ pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppS
     let metrics = Arc::new(Metrics::new());
     let provider = llm::build(&config.provider, http.clone(), config.llm_timeout);
     let auth = Arc::new(Authenticator::new(ApiKey::new(&config.internal_api_key), JwtVerifier::new(&config.jwt, http)));
-    let chat = ChatService {
-        pool: pool.clone(),
-        provider,
-        settings: Arc::new(ChatSettings {
-            system_prompt: config.system_prompt.clone(),
-            max_history_messages: config.max_history_messages,
-            max_message_chars: config.max_message_chars,
-            llm_timeout: config.llm_timeout,
-        }),
-        metrics: metrics.clone(),
+    let settings = ChatSettings {
+        system_prompt: config.system_prompt.clone(),
+        max_history_messages: config.max_history_messages,
+        max_message_chars: config.max_message_chars,
+        llm_timeout: config.llm_timeout,
+        turn_wait: config.turn_wait,
     };
+    let chat = ChatService::new(pool.clone(), provider, settings, metrics.clone());
     AppState { chat, auth, pool, metrics }
 }
 

@@ -19,5 +19,9 @@ mod conversations;
 mod failures;
 #[path = "api/http.rs"]
 mod http_surface;
+#[path = "api/order.rs"]
+mod order;
 #[path = "api/schema.rs"]
 mod schema;
+#[path = "api/stream.rs"]
+mod stream;

@@ -133,7 +133,7 @@ async fn one_chat_turn_exports_a_span_tree(pool: PgPool) {
 
     assert_eq!(attr(server, "http.route"), Some(json!("/api/ai/chat")));
     assert_eq!(attr(server, "http.response.status_code"), Some(json!("200")));
-    assert_eq!(attr(chat, "gen_ai.system"), Some(json!("openai")));
+    assert_eq!(attr(chat, "gen_ai.provider.name"), Some(json!("openai")));
     assert_eq!(attr(chat, "gen_ai.operation.name"), Some(json!("chat")));
     assert_eq!(attr(chat, "gen_ai.request.model"), Some(json!("gpt-test")));
     assert_eq!(attr(chat, "gen_ai.usage.input_tokens"), Some(json!("11")));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chat_api::config::Secret;
-use chat_api::llm::openai::OpenAiCompatible;
+use chat_api::llm::openai::{Endpoint, OpenAiChat};
 use chat_api::llm::{ChatProvider, ProviderError, Usage};
 use serde_json::json;
 
@@ -13,8 +13,9 @@ use crate::{LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, c
 
 const KEY: &str = "sk-proj-test0123456789abcdefXYZ";
 
-fn provider(upstream: &FakeUpstream, key: Option<&str>, timeout: Duration) -> OpenAiCompatible {
-    OpenAiCompatible::new(http(), format!("{}/v1", upstream.url), "llama-3.1-8b".into(), key.map(Secret::new), timeout)
+fn provider(upstream: &FakeUpstream, key: Option<&str>, timeout: Duration) -> OpenAiChat {
+    let endpoint = Endpoint::compatible(&format!("{}/v1", upstream.url), "llama-3.1-8b", key.map(Secret::new));
+    OpenAiChat::new(http(), endpoint, timeout)
 }
 
 fn success_body() -> serde_json::Value {
@@ -45,7 +46,7 @@ async fn openai_sends_model_and_bearer_key_and_parses_the_answer() {
     assert_eq!(completion.text, "4");
     assert_eq!(completion.model, "meta-llama/Llama-3.1-8B-Instruct");
     assert_eq!(completion.finish_reason.as_deref(), Some("length"));
-    assert_eq!(completion.usage, Usage { prompt_tokens: 25, completion_tokens: 1, total_tokens: 26 });
+    assert_eq!(completion.usage, Some(Usage { prompt_tokens: 25, completion_tokens: 1, total_tokens: 26 }));
 
     let req = upstream.single_request();
     assert_eq!(req.method, "POST");
@@ -76,10 +77,10 @@ async fn openai_without_a_key_sends_no_authorization() {
     upstream
         .push(FakeResponse::json(200, json!({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})));
     let completion = provider(&upstream, None, TIMEOUT).complete(&conversation()).await.unwrap();
-    // No model nor usage in the answer: fall back to the configured model, zero usage.
+    // No model nor usage in the answer: fall back to the configured model, no usage.
     assert_eq!(completion.text, "ok");
     assert_eq!(completion.model, "llama-3.1-8b");
-    assert_eq!(completion.usage, Usage::default());
+    assert_eq!(completion.usage, None);
     assert_eq!(upstream.single_request().header("authorization"), None);
 }
 
@@ -194,7 +195,7 @@ async fn openai_streams_deltas_then_usage() {
     assert_eq!(deltas.concat(), "Four.");
     assert_done(
         &done,
-        Usage { prompt_tokens: 25, completion_tokens: 3, total_tokens: 28 },
+        Some(Usage { prompt_tokens: 25, completion_tokens: 3, total_tokens: 28 }),
         "llama-3.1-8b-instruct",
         "stop",
     );
@@ -221,8 +222,8 @@ async fn openai_stream_survives_events_split_across_reads() {
     upstream.push(FakeResponse::sse_chunks(pieces).with_chunk_delay(Duration::from_millis(1)));
     let (deltas, done) = collect_stream(&provider(&upstream, None, TIMEOUT), &conversation()).await.unwrap();
     assert_eq!(deltas, vec!["héllo wörld"]);
-    // No usage chunk: zero usage rather than a failure.
-    assert_done(&done, Usage::default(), "llama-3.1-8b-instruct", "stop");
+    // No usage chunk: no usage rather than a failure.
+    assert_done(&done, None, "llama-3.1-8b-instruct", "stop");
 }
 
 #[tokio::test]

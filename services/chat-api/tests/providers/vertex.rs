@@ -67,7 +67,7 @@ async fn vertex_sends_the_exact_request_and_parses_the_answer() {
     assert_eq!(completion.text, "2+2 is 4.");
     assert_eq!(completion.model, "gemini-2.0-flash-001");
     assert_eq!(completion.finish_reason.as_deref(), Some("stop"));
-    assert_eq!(completion.usage, Usage { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 });
+    assert_eq!(completion.usage, Some(Usage { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 }));
 
     let token_request = f.metadata.single_request();
     assert_eq!(token_request.method, "GET");
@@ -229,7 +229,7 @@ async fn vertex_max_tokens_is_length() {
     assert_eq!(completion.text, "Cut sh");
     assert_eq!(completion.finish_reason.as_deref(), Some("length"));
     assert_eq!(completion.model, "gemini-2.0-flash", "no modelVersion: the configured model");
-    assert_eq!(completion.usage, Usage { prompt_tokens: 10, completion_tokens: 7, total_tokens: 17 });
+    assert_eq!(completion.usage, Some(Usage { prompt_tokens: 10, completion_tokens: 7, total_tokens: 17 }));
 }
 
 #[tokio::test]
@@ -271,7 +271,7 @@ async fn vertex_streams_deltas_then_usage() {
     assert_eq!(deltas, vec!["2+2", " is", " 4."]);
     assert_done(
         &done,
-        Usage { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 },
+        Some(Usage { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 }),
         "gemini-2.0-flash-001",
         "stop",
     );

@@ -1,0 +1,77 @@
+//! Chat completions in the OpenAI wire format: one implementation for Azure
+//! OpenAI and every OpenAI-compatible server (OpenAI, vLLM, Ollama,
+//! llama.cpp, LiteLLM, ...). What differs between them, the URL and the
+//! authentication, is an [`Endpoint`].
+
+mod endpoint;
+mod wire;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+
+pub use endpoint::{Auth, Endpoint};
+
+use super::http::{optional_header, send_buffered, send_streaming, sensitive_header};
+use super::{ChatProvider, Completion, CompletionRequest, ProviderError, ProviderStream, sse};
+
+/// A chat-completions endpoint as a [`ChatProvider`].
+pub struct OpenAiChat {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    timeout: Duration,
+}
+
+impl OpenAiChat {
+    pub fn new(http: reqwest::Client, endpoint: Endpoint, timeout: Duration) -> Self {
+        Self { http, endpoint, timeout }
+    }
+
+    fn request(&self, request: &CompletionRequest, stream: bool) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let e = &self.endpoint;
+        let model = e.model_in_body.then_some(e.model.as_str());
+        let mut builder = self
+            .http
+            .post(e.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(wire::request_body(model, &request.messages, stream));
+        builder = match &e.auth {
+            Auth::ApiKeyHeader(key) => builder.header("api-key", sensitive_header(key.expose())?),
+            Auth::Bearer(key) => builder.header(AUTHORIZATION, sensitive_header(&format!("Bearer {}", key.expose()))?),
+            Auth::None => builder,
+        };
+        let builder = optional_header(builder, e.request_id_header, Some(&request.request_id));
+        Ok(optional_header(builder, "traceparent", request.traceparent.as_deref()))
+    }
+
+    fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+        wire::chat_error(status, headers, body, self.endpoint.credential, self.endpoint.auth.secret())
+    }
+}
+
+#[async_trait]
+impl ChatProvider for OpenAiChat {
+    fn name(&self) -> &'static str {
+        self.endpoint.provider
+    }
+
+    fn model(&self) -> &str {
+        &self.endpoint.model
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let (status, headers, body) = send_buffered(self.request(request, false)?, self.timeout).await?;
+        if !(200..300).contains(&status) {
+            return Err(self.error(status, &headers, &body));
+        }
+        wire::parse_completion(&body, &self.endpoint.model)
+    }
+
+    async fn stream(&self, request: &CompletionRequest) -> Result<ProviderStream, ProviderError> {
+        let builder = self.request(request, true)?;
+        let response = send_streaming(builder, self.timeout, |s, h, b| self.error(s, h, b)).await?;
+        let decoder = wire::ChunkDecoder::new(&self.endpoint.model, self.endpoint.auth.secret().map(str::to_owned));
+        Ok(sse::decode(response, self.timeout, decoder))
+    }
+}
