@@ -86,11 +86,8 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("HTTP client");
+    let client =
+        reqwest::Client::builder().tcp_nodelay(true).timeout(Duration::from_secs(120)).build().expect("HTTP client");
     let in_flight = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();

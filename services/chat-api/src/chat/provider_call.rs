@@ -73,7 +73,11 @@ impl ProviderCall {
     }
 
     /// Opens the stream (the wait for the upstream's head is the provider's to bound).
-    pub async fn open(&mut self, provider: &dyn ChatProvider, request: &CompletionRequest) -> Result<ProviderStream, ProviderError> {
+    pub async fn open(
+        &mut self,
+        provider: &dyn ChatProvider,
+        request: &CompletionRequest,
+    ) -> Result<ProviderStream, ProviderError> {
         let result = provider.stream(request).instrument(self.span.clone()).await;
         if let Err(e) = &result {
             self.failed(e.error_type());

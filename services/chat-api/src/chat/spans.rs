@@ -9,7 +9,6 @@ use tracing::Instrument;
 use crate::metrics::Metrics;
 
 /// Database operations of a turn; also the `operation` metric label.
-pub const LOAD_CONTEXT: &str = "load_turn_context";
 pub const CLAIM_CONVERSATION: &str = "claim_conversation";
 pub const APPEND_TURN: &str = "append_turn";
 pub const CREATE_CONVERSATION: &str = "create_conversation";

@@ -49,9 +49,13 @@ impl TurnStream {
             text: String::new(),
             started: Instant::now(),
             outcome: None,
+            // The request's span: the stream is polled after the handler
+            // returned, and its provider and database spans belong to the request.
+            span: tracing::Span::current(),
         };
         let inner = futures::stream::unfold(state, |mut state| async move {
-            let event = state.next().await?;
+            let span = state.span.clone();
+            let event = state.next().instrument(span).await?;
             Some((event, state))
         });
         Self { inner: Box::pin(inner) }
@@ -84,6 +88,7 @@ struct State {
     started: Instant,
     /// How the stream ended; `None` while it runs (or when it was dropped).
     outcome: Option<StreamOutcome>,
+    span: tracing::Span,
 }
 
 impl State {

@@ -176,11 +176,13 @@ pub trait ChatProvider: Send + Sync + 'static {
 /// Builds the configured provider.
 pub fn build(config: &ProviderConfig, http: reqwest::Client, timeout: Duration) -> Arc<dyn ChatProvider> {
     match config {
-        ProviderConfig::AzureOpenAi { endpoint, deployment, api_version, api_key } => Arc::new(openai::OpenAiChat::new(
-            http,
-            openai::Endpoint::azure(endpoint, deployment, api_version, api_key.clone()),
-            timeout,
-        )),
+        ProviderConfig::AzureOpenAi { endpoint, deployment, api_version, api_key } => {
+            Arc::new(openai::OpenAiChat::new(
+                http,
+                openai::Endpoint::azure(endpoint, deployment, api_version, api_key.clone()),
+                timeout,
+            ))
+        }
         ProviderConfig::VertexAi { project_id, location, model, endpoint, metadata_host } => {
             Arc::new(vertex::VertexAi::new(
                 http,

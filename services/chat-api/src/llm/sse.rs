@@ -111,7 +111,8 @@ mod tests {
 
     #[tokio::test]
     async fn framing_survives_arbitrary_chunk_boundaries() {
-        let body = "data: {\"a\":1}\n\n: keep-alive\nevent: x\ndata: two\ndata: lines\r\n\r\ndata:[DONE]\n\ndata: é\n\n";
+        let body =
+            "data: {\"a\":1}\n\n: keep-alive\nevent: x\ndata: two\ndata: lines\r\n\r\ndata:[DONE]\n\ndata: é\n\n";
         let expected = vec!["{\"a\":1}", "two\nlines", "[DONE]", "é"];
         assert_eq!(datas(&[body.as_bytes()]).await, expected);
         let bytes = body.as_bytes();

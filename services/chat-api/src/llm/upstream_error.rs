@@ -66,7 +66,11 @@ pub(super) fn retry_delay(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
         .map(|ms| Duration::from_millis(ms.round() as u64))
-        .or_else(|| header(reqwest::header::RETRY_AFTER.as_str()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs))
+        .or_else(|| {
+            header(reqwest::header::RETRY_AFTER.as_str())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+        })
 }
 
 /// The error for a non-2xx answer, common to all providers: 429 is
@@ -150,7 +154,8 @@ mod tests {
 
     #[test]
     fn error_bodies_in_every_shape() {
-        let google = parse_error_body(br#"{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}"#).unwrap();
+        let google =
+            parse_error_body(br#"{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}"#).unwrap();
         assert_eq!((google.code.as_deref(), google.message.as_deref()), (Some("INVALID_ARGUMENT"), Some("bad")));
         let text = parse_error_body(br#"{"error":"plain"}"#).unwrap();
         assert_eq!((text.code, text.message.as_deref()), (None, Some("plain")));
@@ -174,6 +179,9 @@ mod tests {
             }
         );
         let err = in_stream_error(serde_json::json!({"message": "x", "type": "server_error"}), &[]);
-        assert_eq!(err, ProviderError::Upstream { status: 500, code: Some("server_error".into()), message: "x".into() });
+        assert_eq!(
+            err,
+            ProviderError::Upstream { status: 500, code: Some("server_error".into()), message: "x".into() }
+        );
     }
 }

@@ -126,12 +126,12 @@ pub struct StreamDeltaEvent {
 /// data is exactly the non-streamed answer of the caller's shape
 /// ([`ProxyChatResponse`] or [`SimpleChatResponse`]), or `event: error`
 /// ([`ErrorBody`]); `: keep-alive` comment lines every 15 s of silence.
-#[derive(Debug, ToSchema)]
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes the OpenAPI document only; never built")]
 #[schema(
-    value_type = String,
     example = "event: conversation\ndata: {\"conversation_id\":\"6a1c...\",\"request_id\":\"req-1\"}\n\nevent: delta\ndata: {\"text\":\"Hello\"}\n\nevent: done\ndata: {\"conversation_id\":\"6a1c...\",\"ai_response\":\"Hello\",...}\n\n"
 )]
-pub struct ChatEventStream;
+pub struct ChatEventStream(String);
 
 fn traceparent(headers: &HeaderMap) -> Option<String> {
     headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -210,7 +210,8 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
 /// The SSE response of a streamed turn; events are written as the turn produces them.
 fn event_stream(turn: crate::chat::TurnStream, caller: Caller) -> Response {
     let events = turn.map(move |event| Ok::<_, Infallible>(sse_event(event, caller)));
-    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive")).into_response();
+    let mut response =
+        Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx (and ingress-nginx) would otherwise buffer the stream.

@@ -76,8 +76,11 @@ struct Upstreams {
 fn config_for(vars: &[(&str, &str)], secrets: &[(&str, &str)]) -> Config {
     let env: std::collections::HashMap<String, String> =
         vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    let mut all =
-        vec![("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"), ("INTERNAL_API_KEY", API_KEY), ("JWT_SECRET", JWT_SECRET)];
+    let mut all = vec![
+        ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
+        ("INTERNAL_API_KEY", API_KEY),
+        ("JWT_SECRET", JWT_SECRET),
+    ];
     all.extend_from_slice(secrets);
     Config::from_env(&env, &SecretValues::from_pairs(all)).expect("test configuration is valid")
 }
@@ -89,7 +92,12 @@ async fn app_for(pool: PgPool, kind: Kind) -> (TestApp, Upstreams) {
     let base = format!("{}/v1", llm.url);
     let config = match kind {
         Kind::OpenAi => config_for(
-            &[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base), ("OPENAI_MODEL", "gpt-test"), ("LOG_FORMAT", "text")],
+            &[
+                ("LLM_PROVIDER", "openai"),
+                ("OPENAI_BASE_URL", &base),
+                ("OPENAI_MODEL", "gpt-test"),
+                ("LOG_FORMAT", "text"),
+            ],
             &[],
         ),
         Kind::Azure => config_for(
@@ -203,7 +211,8 @@ async fn streamed_equals_stored_equals_whole(pool: PgPool, kind: Kind) {
     assert_eq!(whole.status, 200, "{kind:?}: {}", whole.body);
 
     up.llm.push(FakeResponse::sse(streamed_events(kind, true)));
-    let reply = send_stream(&app, &proxy(), json!({"user_message": "Tell me", "client_user_id": USER, "stream": true})).await;
+    let reply =
+        send_stream(&app, &proxy(), json!({"user_message": "Tell me", "client_user_id": USER, "stream": true})).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.headers["content-type"], "text/event-stream");
     assert_eq!(reply.headers["cache-control"], "no-cache");
@@ -304,7 +313,12 @@ async fn failures_before_the_stream_are_plain_json(pool: PgPool) {
             404,
             "not_found",
         ),
-        (&[("x-api-key", "wrong-key-wrong-key")][..], json!({"user_message": "hi", "stream": true}), 401, "unauthorized"),
+        (
+            &[("x-api-key", "wrong-key-wrong-key")][..],
+            json!({"user_message": "hi", "stream": true}),
+            401,
+            "unauthorized",
+        ),
     ];
     for (headers, body, status, code) in cases {
         let mut headers = headers.to_vec();
@@ -365,9 +379,12 @@ async fn missing_usage_is_estimated_and_marked(pool: PgPool) {
     for kind in [Kind::OpenAi, Kind::Vertex] {
         let (app, up) = app_for(pool.clone(), kind).await;
         up.llm.push(FakeResponse::sse(streamed_events(kind, false)));
-        let reply =
-            send_stream(&app, &proxy(), json!({"user_message": "How are you?", "client_user_id": USER, "stream": true}))
-                .await;
+        let reply = send_stream(
+            &app,
+            &proxy(),
+            json!({"user_message": "How are you?", "client_user_id": USER, "stream": true}),
+        )
+        .await;
         let done = &last(&reply.events).data;
         assert_eq!(last(&reply.events).event, "done", "{:?}", reply.events);
         // The mock's tokenizer: "How are you?" is 4 tokens; the answer 8.
@@ -425,9 +442,42 @@ async fn stream_metrics_time_to_first_token_and_outcomes(pool: PgPool) {
     send_stream(&app, &proxy(), json!({"user_message": "b", "client_user_id": USER, "stream": true})).await;
     let text = app.metrics().await;
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
-    assert!(has(r#"gen_ai_server_time_to_first_token_seconds_count{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-test"} 1"#), "{text}");
+    assert!(
+        has(
+            r#"gen_ai_server_time_to_first_token_seconds_count{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-test"} 1"#
+        ),
+        "{text}"
+    );
     assert!(has(r#"colloquy_chat_stream_duration_seconds_count{outcome="completed"} 1"#), "{text}");
     assert!(has(r#"colloquy_chat_stream_duration_seconds_count{outcome="failed"} 1"#), "{text}");
-    assert!(has(r#"gen_ai_client_operation_duration_seconds_count{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-test"} 1"#), "{text}");
-    assert!(has(r#"gen_ai_client_operation_duration_seconds_count{error_type="error",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-test"} 1"#), "{text}");
+    assert!(
+        has(
+            r#"gen_ai_client_operation_duration_seconds_count{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-test"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            r#"gen_ai_client_operation_duration_seconds_count{error_type="error",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-test"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn the_openapi_document_describes_the_event_stream(pool: PgPool) {
+    let app = app(pool);
+    let spec = app.get("/openapi.json", &[]).await;
+    let ok = &spec.body["paths"]["/api/ai/chat"]["post"]["responses"]["200"];
+    assert!(ok["content"].get("text/event-stream").is_some(), "{ok}");
+    assert!(ok["content"].get("application/json").is_some(), "{ok}");
+    assert!(spec.body["paths"]["/api/ai/chat"]["post"]["responses"].get("409").is_some());
+    let schemas = &spec.body["components"]["schemas"];
+    for name in
+        ["ChatEventStream", "StreamConversationEvent", "StreamDeltaEvent", "ProxyChatResponse", "SimpleChatResponse"]
+    {
+        assert!(schemas.get(name).is_some(), "{name} missing from the components");
+    }
+    let request = &schemas["ChatRequest"]["properties"];
+    assert!(request.get("stream").is_some(), "{request}");
 }

@@ -355,3 +355,53 @@ async fn azure_stream_slow_start_is_a_timeout() {
     let err = provider(&upstream, SHORT_TIMEOUT).stream(&conversation()).await.err().expect("an error");
     assert_eq!(err, ProviderError::Timeout(SHORT_TIMEOUT));
 }
+
+#[tokio::test]
+async fn azure_400_content_filter_in_the_specification_spelling() {
+    let upstream = FakeUpstream::start().await;
+    // The 2024-10-21 specification: `inner_error.content_filter_results`.
+    upstream.push(FakeResponse::json(
+        400,
+        json!({"error": {
+            "code": "content_filter",
+            "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+            "param": "prompt",
+            "inner_error": {
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_results": {
+                    "hate": {"filtered": false, "severity": "safe"},
+                    "self_harm": {"filtered": true, "severity": "high"}
+                }
+            }
+        }}),
+    ));
+    match provider(&upstream, TIMEOUT).complete(&conversation()).await.unwrap_err() {
+        ProviderError::ContentFiltered { message } => {
+            assert!(message.contains("self_harm") && !message.contains("hate"), "{message}")
+        }
+        other => panic!("expected ContentFiltered, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn azure_stream_with_filter_only_chunks_and_no_usage_chunk() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(FakeResponse::sse(vec![
+        json!({"id": "", "object": "", "created": 0, "model": "", "choices": [],
+               "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"hate": {"filtered": false, "severity": "safe"}}}]})
+        .to_string(),
+        chunk(json!({"content": "Safe "}), None),
+        // A chunk that carries only content-filter results (asynchronous filter annotations).
+        json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06",
+               "choices": [{"index": 0, "finish_reason": null,
+                            "content_filter_results": {"hate": {"filtered": false, "severity": "safe"}},
+                            "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 5}}]})
+        .to_string(),
+        chunk(json!({"content": "answer."}), None),
+        chunk(json!({}), Some("stop")),
+        "[DONE]".into(),
+    ]));
+    let (deltas, done) = collect_stream(&provider(&upstream, TIMEOUT), &conversation()).await.unwrap();
+    assert_eq!(deltas, vec!["Safe ", "answer."]);
+    assert_done(&done, None, "gpt-4o-2024-08-06", "stop");
+}

@@ -161,8 +161,9 @@ async fn openai_garbage_is_invalid_response() {
     let p = provider(&upstream, None, TIMEOUT);
     let err = p.complete(&conversation()).await.unwrap_err();
     assert!(matches!(&err, ProviderError::InvalidResponse(m) if m.contains("not json")), "{err:?}");
+    // No text (a tool call we never asked for): no answer, never an empty success.
     let err = p.complete(&conversation()).await.unwrap_err();
-    assert!(matches!(err, ProviderError::InvalidResponse(_)), "{err:?}");
+    assert!(matches!(&err, ProviderError::NoAnswer(m) if m.contains("tool_calls")), "{err:?}");
 }
 
 fn chunk(content: Option<&str>, finish_reason: Option<&str>) -> String {
@@ -260,4 +261,36 @@ async fn openai_stream_error_event_is_upstream() {
         matches!(&err, ProviderError::Upstream { message, .. } if message.contains("server had an error")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn openai_stream_from_vllm_with_a_null_choices_usage_chunk() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(FakeResponse::sse(vec![
+        chunk(Some("Fo"), None),
+        chunk(Some("ur"), Some("stop")),
+        // vLLM's final usage chunk: `"choices": null` rather than `[]`.
+        json!({"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "meta-llama/Llama-3.1-8B-Instruct",
+               "choices": null, "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}})
+        .to_string(),
+        "[DONE]".into(),
+    ]));
+    let (deltas, done) = collect_stream(&provider(&upstream, None, TIMEOUT), &conversation()).await.unwrap();
+    assert_eq!(deltas.concat(), "Four");
+    assert_done(
+        &done,
+        Some(Usage { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 }),
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "stop",
+    );
+}
+
+#[tokio::test]
+async fn openai_empty_answer_is_an_error_not_an_empty_success() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(FakeResponse::json(200, json!({"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]})));
+    upstream.push(FakeResponse::sse(vec![chunk(Some(""), Some("stop")), "[DONE]".into()]));
+    let p = provider(&upstream, None, TIMEOUT);
+    assert!(matches!(p.complete(&conversation()).await, Err(ProviderError::NoAnswer(_))));
+    assert!(matches!(collect_stream(&p, &conversation()).await, Err(ProviderError::NoAnswer(_))));
 }

@@ -137,15 +137,17 @@ impl FakeResponse {
             FakeBody::Chunks(chunks) => {
                 let chunk_delay = self.chunk_delay;
                 let watch = DropWatch { remaining: chunks.len(), dropped };
-                let stream =
-                    futures::stream::unfold((chunks.into_iter(), true, watch), move |(mut it, first, mut watch)| async move {
+                let stream = futures::stream::unfold(
+                    (chunks.into_iter(), true, watch),
+                    move |(mut it, first, mut watch)| async move {
                         let chunk = it.next()?;
                         if let (false, Some(d)) = (first, chunk_delay) {
                             tokio::time::sleep(d).await;
                         }
                         watch.remaining -= 1;
                         Some((Ok::<_, Infallible>(chunk), (it, false, watch)))
-                    });
+                    },
+                );
                 Body::from_stream(stream)
             }
         };

@@ -47,7 +47,8 @@ impl Endpoint {
     /// Azure OpenAI: `POST {endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...`
     /// with `api-key`; the deployment picks the model.
     pub fn azure(endpoint: &str, deployment: &str, api_version: &str, api_key: Secret) -> Self {
-        let mut url = parse(&format!("{}/openai/deployments/{deployment}/chat/completions", endpoint.trim_end_matches('/')));
+        let mut url =
+            parse(&format!("{}/openai/deployments/{deployment}/chat/completions", endpoint.trim_end_matches('/')));
         url.query_pairs_mut().append_pair("api-version", api_version);
         Self {
             provider: colloquy_contract::provider::AZURE_OPENAI,

@@ -306,14 +306,19 @@ mod tests {
     #[test]
     fn model_armor_is_a_filter_and_other_without_text_is_no_answer() {
         let err = answer(serde_json::json!({"candidates": [{"finishReason": "MODEL_ARMOR"}]})).unwrap_err();
-        assert!(matches!(&err, ProviderError::ContentFiltered { message } if message.contains("MODEL_ARMOR")), "{err:?}");
+        assert!(
+            matches!(&err, ProviderError::ContentFiltered { message } if message.contains("MODEL_ARMOR")),
+            "{err:?}"
+        );
         for reason in ["OTHER", "MALFORMED_FUNCTION_CALL", "STOP"] {
             let err = answer(serde_json::json!({"candidates": [{"finishReason": reason, "content": {"parts": []}}]}))
                 .unwrap_err();
             assert!(matches!(&err, ProviderError::NoAnswer(m) if m.contains(reason)), "{reason}: {err:?}");
         }
-        let ok = answer(serde_json::json!({"candidates": [{"finishReason": "OTHER", "content": {"parts": [{"text": "partial"}]}}]}))
-            .unwrap();
+        let ok = answer(
+            serde_json::json!({"candidates": [{"finishReason": "OTHER", "content": {"parts": [{"text": "partial"}]}}]}),
+        )
+        .unwrap();
         assert_eq!((ok.text.as_str(), ok.finish_reason.as_deref()), ("partial", Some("other")));
     }
 
