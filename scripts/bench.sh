@@ -71,7 +71,21 @@ need_rust
 PGBIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-XX
+RUNS="${BENCH_RUNS:-turns stream}"
+run_enabled() { case " $RUNS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
+  if [ -z "${BENCH_BIN:-}" ]; then
+    log "building chat-api (release)"
+    cargo build --release -p chat-api >&2
+  fi
+  if run_enabled stream; then
+    log "building the streaming benchmark's upstream and client (release examples)"
+    cargo build --release -p chat-api --example bench_stream_upstream --example bench_stream_client >&2
+  fi
+fi
+BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release/chat-api}"
+[ -x "$BIN" ] || die "no release binary at $BIN"
+EXAMPLES="${BENCH_EXAMPLES:-$CARGO_TARGET_DIR/release/examples}"
 
 WORK=$(mktemp -d /tmp/colloquy-bench.XXXXXX)
 API_PID=""

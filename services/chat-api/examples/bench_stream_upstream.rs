@@ -50,7 +50,8 @@ const WHOLE: &str = "{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion\",\
     \"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":6,\"total_tokens\":26}}";
 
 async fn answer(args: Args, body: Bytes) -> Response<Body> {
-    let streamed = body.windows(14).any(|w| w == b"\"stream\":true");
+    const STREAM: &[u8] = b"\"stream\":true";
+    let streamed = body.windows(STREAM.len()).any(|w| w == STREAM);
     if !streamed {
         return Response::builder().header(header::CONTENT_TYPE, "application/json").body(Body::from(WHOLE)).unwrap();
     }

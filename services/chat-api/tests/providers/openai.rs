@@ -294,3 +294,17 @@ async fn openai_empty_answer_is_an_error_not_an_empty_success() {
     assert!(matches!(p.complete(&conversation()).await, Err(ProviderError::NoAnswer(_))));
     assert!(matches!(collect_stream(&p, &conversation()).await, Err(ProviderError::NoAnswer(_))));
 }
+
+#[tokio::test]
+async fn openai_server_ignoring_stream_true_is_passed_on_whole() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(FakeResponse::json(200, success_body()));
+    let (deltas, done) = collect_stream(&provider(&upstream, None, TIMEOUT), &conversation()).await.unwrap();
+    assert_eq!(deltas, vec!["4"]);
+    assert_done(
+        &done,
+        Some(Usage { prompt_tokens: 25, completion_tokens: 1, total_tokens: 26 }),
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "length",
+    );
+}

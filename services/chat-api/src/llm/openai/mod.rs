@@ -14,7 +14,15 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 pub use endpoint::{Auth, Endpoint};
 
 use super::http::{optional_header, send_buffered, send_streaming, sensitive_header};
-use super::{ChatProvider, Completion, CompletionRequest, ProviderError, ProviderStream, sse};
+use super::{ChatProvider, Completion, CompletionRequest, ProviderError, ProviderStream, StreamEvent, sse};
+
+fn is_json(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+}
 
 /// A chat-completions endpoint as a [`ChatProvider`].
 pub struct OpenAiChat {
@@ -71,6 +79,16 @@ impl ChatProvider for OpenAiChat {
     async fn stream(&self, request: &CompletionRequest) -> Result<ProviderStream, ProviderError> {
         let builder = self.request(request, true)?;
         let response = send_streaming(builder, self.timeout, |s, h, b| self.error(s, h, b)).await?;
+        if is_json(&response) {
+            // A server that ignores `stream: true` answers whole: pass it on as one delta.
+            let body = tokio::time::timeout(self.timeout, response.bytes())
+                .await
+                .map_err(|_| ProviderError::Timeout(self.timeout))?
+                .map_err(|e| ProviderError::from_reqwest(&e, self.timeout))?;
+            let c = wire::parse_completion(&body, &self.endpoint.model)?;
+            let done = StreamEvent::Done { usage: c.usage, model: c.model, finish_reason: c.finish_reason };
+            return Ok(Box::pin(futures::stream::iter([Ok(StreamEvent::Delta(c.text)), Ok(done)])));
+        }
         let decoder = wire::ChunkDecoder::new(&self.endpoint.model, self.endpoint.auth.secret().map(str::to_owned));
         Ok(sse::decode(response, self.timeout, decoder))
     }
