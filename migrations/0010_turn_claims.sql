@@ -12,8 +12,7 @@
 -- fails anyway), and a transaction that writes only unlogged tables commits
 -- without waiting for a WAL flush, so claiming costs no fsync. After a crash
 -- or a failover the table starts empty, which is a correct state. No foreign
--- key: a claim can exist for a conversation that a streamed first turn is
--- about to create, and a key check would lock (and WAL-log) the conversation row.
+-- key: its check would lock (and WAL-log) the conversation row at every claim.
 CREATE UNLOGGED TABLE IF NOT EXISTS chatbot_turn_claims (
     conversation_id UUID PRIMARY KEY,
     user_id UUID NOT NULL,

@@ -24,7 +24,12 @@
 #   * the `bench_stream_client` example starting streamed turns (new
 #     conversations) at BENCH_STREAM_RATE per second for BENCH_STREAM_TURNS
 #     turns, so rate x 10 s = 10,000 turns are in flight at once; the file
-#     descriptor limit is raised for that;
+#     descriptor limit is raised for that (to the hard limit at most). Upstream,
+#     chat-api holds one HTTP/1.1 connection per turn; the client speaks HTTP/2
+#     (h2c) over BENCH_STREAM_H2_CONNECTIONS connections (64; 0: HTTP/1.1, a
+#     connection per turn), as a proxying server or an ingress does: with
+#     HTTP/1.1 on both sides chat-api would need two sockets per turn, more than
+#     a 20,000 hard open-file limit allows at 10,000 turns;
 #   * it prints chat-api's peak RSS and CPU, the time to the first delta and to
 #     `done` added over the upstream's own (p50/p99), and failed turns.
 #
@@ -41,7 +46,8 @@
 # new, half continuing; or new, continue: one kind only, to see what each costs),
 # BENCH_RUNS ("turns stream": which runs), BENCH_STREAM_TURNS (10000),
 # BENCH_STREAM_RATE (1000 turns started per second), BENCH_STREAM_CHUNKS (50),
-# BENCH_STREAM_SECS (10: how long one upstream answer takes).
+# BENCH_STREAM_SECS (10: how long one upstream answer takes),
+# BENCH_STREAM_H2_CONNECTIONS (64).
 
 # Process id lists ($(pg_pids), $pids, /proc fields) are split into words on purpose.
 # shellcheck disable=SC2046,SC2086
@@ -289,12 +295,15 @@ fi
 # ===================================================================================
 stream_run() {
   local turns="${BENCH_STREAM_TURNS:-10000}" rate="${BENCH_STREAM_RATE:-1000}"
-  local chunks="${BENCH_STREAM_CHUNKS:-50}" secs="${BENCH_STREAM_SECS:-10}"
-  # Each turn holds a client socket, a chat-api socket each way and an upstream one.
-  local want=$((4 * turns + 4096))
+  local chunks="${BENCH_STREAM_CHUNKS:-50}" secs="${BENCH_STREAM_SECS:-10}" h2="${BENCH_STREAM_H2_CONNECTIONS:-64}"
+  # chat-api holds an upstream socket per turn, and one per turn downstream too without HTTP/2.
+  local want=$((turns + 1024)) hard
+  [ "$h2" -gt 0 ] || want=$((2 * turns + 1024))
   if [ "$(ulimit -n)" -lt "$want" ]; then
     ulimit -Hn "$want" 2>/dev/null || true
-    ulimit -n "$want" 2>/dev/null || die "cannot raise the open-file limit to $want (ulimit -n is $(ulimit -n))"
+    hard=$(ulimit -Hn)
+    [ "$hard" = unlimited ] || [ "$hard" -ge "$want" ] || die "chat-api needs $want open files; the hard limit is $hard"
+    ulimit -n "$want"
   fi
   local up_port api_port metrics_port
   up_port=$(free_port)
@@ -328,7 +337,7 @@ stream_run() {
   cpu0=$(cpu_ticks "$STREAM_API_PID")
   t0=$(date +%s.%N)
   "$EXAMPLES/bench_stream_client" --url "$url" --api-key "$API_KEY" --user "$BENCH_USER" --turns "$turns" \
-    --rate "$rate" --chunks "$chunks" --duration-ms "$((secs * 1000))" >"$WORK/stream-client.txt" 2>&1 \
+    --rate "$rate" --chunks "$chunks" --duration-ms "$((secs * 1000))" --h2-connections "$h2" >"$WORK/stream-client.txt" 2>&1 \
     || { cat "$WORK/stream-client.txt" >&2; die "the streaming client failed"; }
   t1=$(date +%s.%N)
   cpu1=$(cpu_ticks "$STREAM_API_PID")
@@ -342,6 +351,7 @@ stream_run() {
 
 == Colloquy chat API streaming benchmark ($(nproc) cores, fsync on) ==
 load:                  $(sfield turns) streamed turns started at ${rate}/s; upstream answer: ${chunks} chunks over ${secs}s
+connections:           client to chat-api: $([ "$h2" -gt 0 ] && echo "HTTP/2 (h2c) over $h2" || echo "HTTP/1.1, one per turn"); chat-api to upstream: HTTP/1.1, one per turn
 in flight at once:     $(sfield peak_in_flight) (peak, counted by the client)
 failed turns:          $(sfield failed)   (turns stored: ${stored})
 chat-api peak RSS:     $(awk -v k="$rss_peak" 'BEGIN { printf "%.1f", k / 1024 }') MiB

@@ -36,6 +36,10 @@ struct Args {
     chunks: u32,
     #[arg(long, default_value_t = 10_000)]
     duration_ms: u64,
+    /// Speak HTTP/2 (h2c, prior knowledge) over this many connections, as a
+    /// proxying server or an ingress would; 0: HTTP/1.1, one connection per turn.
+    #[arg(long, default_value_t = 0)]
+    h2_connections: usize,
 }
 
 struct Turn {
@@ -86,8 +90,17 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let client =
-        reqwest::Client::builder().tcp_nodelay(true).timeout(Duration::from_secs(120)).build().expect("HTTP client");
+    let client = |h2: bool| {
+        let builder = reqwest::Client::builder().tcp_nodelay(true).timeout(Duration::from_secs(120));
+        let builder = if h2 { builder.http2_prior_knowledge() } else { builder };
+        builder.build().expect("HTTP client")
+    };
+    // One client per HTTP/2 connection (a reqwest client keeps one per host).
+    let clients: Vec<reqwest::Client> = if args.h2_connections > 0 {
+        (0..args.h2_connections).map(|_| client(true)).collect()
+    } else {
+        vec![client(false)]
+    };
     let in_flight = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -99,7 +112,7 @@ async fn main() {
             args.user
         );
         let (in_flight, peak) = (in_flight.clone(), peak.clone());
-        let run = turn(client.clone(), args.url.clone(), body, args.api_key.clone());
+        let run = turn(clients[i % clients.len()].clone(), args.url.clone(), body, args.api_key.clone());
         tasks.push(tokio::spawn(async move {
             let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);

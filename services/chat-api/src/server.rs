@@ -75,8 +75,7 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
     // `into_make_service`: the router's routes are built once, not for every
     // connection (axum's default re-runs `with_state` per connection: about
     // 10 KB of boxed services per connection, which counts with 10,000 streams open).
-    let api_server =
-        axum::serve(api_listener, api.into_make_service()).with_graceful_shutdown(wait(stop_rx.clone()));
+    let api_server = axum::serve(api_listener, api.into_make_service()).with_graceful_shutdown(wait(stop_rx.clone()));
     let metrics_server = axum::serve(metrics_listener, metrics).with_graceful_shutdown(wait(stop_rx));
     let signal = async move {
         shutdown_signal().await;

@@ -73,8 +73,8 @@ pub struct TurnOutput {
     pub request_id: String,
 }
 
-/// A turn ready for the provider: validated, its conversation claimed (when
-/// the caller may already know its id) and its context read.
+/// A turn ready for the provider: validated, its conversation claimed (an
+/// existing one) and its context read.
 pub struct PreparedTurn {
     pub conversation_id: Uuid,
     pub request_id: String,
@@ -94,10 +94,10 @@ impl ChatService {
         Self { pool, provider, settings: Arc::new(settings), metrics, order }
     }
 
-    /// Validates the input, claims the conversation (an existing one always;
-    /// a new one when `claim_new`, i.e. when its id is revealed before the
-    /// turn is stored) and builds the provider request.
-    pub async fn prepare(&self, input: TurnInput, claim_new: bool) -> Result<PreparedTurn, ApiError> {
+    /// Validates the input, claims an existing conversation and builds the
+    /// provider request. A new conversation needs no claim: it does not exist
+    /// until its first turn is stored (a turn naming it before then is a 404).
+    pub async fn prepare(&self, input: TurnInput) -> Result<PreparedTurn, ApiError> {
         let message = validate::message(&input.message, self.settings.max_message_chars)?;
         validate::history(&input.history, self.settings.max_message_chars)?;
         let limit = self.settings.max_history_messages;
@@ -106,11 +106,7 @@ impl ChatService {
                 let (claim, history) = self.order.claim_existing(id, input.user_id, limit).await?;
                 (id, false, Some(claim), history)
             }
-            None => {
-                let id = Uuid::new_v4();
-                let claim = if claim_new { Some(self.order.claim_new(id, input.user_id).await?) } else { None };
-                (id, true, claim, Vec::new())
-            }
+            None => (Uuid::new_v4(), true, None, Vec::new()),
         };
         // Context: stored messages when there are any, else the request's history,
         // which is then stored ahead of the turn.
@@ -179,7 +175,7 @@ impl ChatService {
 
     /// Answers one user message and stores the turn.
     pub async fn turn(&self, input: TurnInput) -> Result<TurnOutput, ApiError> {
-        let mut turn = self.prepare(input, false).await?;
+        let mut turn = self.prepare(input).await?;
         let call = ProviderCall::start(self.provider.as_ref(), &self.metrics, &mut turn.request);
         let completion = call.complete(self.provider.as_ref(), &turn.request, self.settings.llm_timeout).await?;
         self.commit(turn, completion).await
@@ -189,7 +185,7 @@ impl ChatService {
     /// Errors found before anything is streamed (validation, unknown
     /// conversation, busy conversation, database down) are returned here.
     pub async fn turn_stream(&self, input: TurnInput) -> Result<TurnStream, ApiError> {
-        let turn = self.prepare(input, true).await?;
+        let turn = self.prepare(input).await?;
         Ok(TurnStream::new(self.clone(), turn))
     }
 

@@ -90,14 +90,6 @@ impl TurnOrder {
         }
     }
 
-    /// Claims a conversation this turn is about to create.
-    pub async fn claim_new(self: &Arc<Self>, conversation_id: Uuid, user_id: Uuid) -> Result<ClaimGuard, sqlx::Error> {
-        let token = Uuid::new_v4();
-        let claim = turns::claim_new(&self.pool, conversation_id, user_id, token, self.lease);
-        spans::observed(&self.metrics, spans::CLAIM_CONVERSATION, claim).await?;
-        Ok(self.guard(conversation_id, token))
-    }
-
     fn guard(self: &Arc<Self>, conversation_id: Uuid, token: Uuid) -> ClaimGuard {
         let order = self.clone();
         // Renew well before expiry while the turn runs; a short turn never does.

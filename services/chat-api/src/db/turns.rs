@@ -3,7 +3,7 @@
 //! and storing the turn, which releases the claim in the same statement.
 //!
 //! Order and time come from the database only: a user message is stamped with
-//! the database time its turn claimed the conversation (or, for a new
+//! the database time its turn claimed the conversation (for a new
 //! conversation, the time of the storing statement), the answer with the
 //! database time of the storing statement, each at least one microsecond
 //! after the conversation's previous message whatever the clocks say. No
@@ -125,28 +125,6 @@ pub async fn claim_existing(
     }
 }
 
-/// Claims a conversation that this turn is about to create (a streamed first
-/// turn, whose id the caller learns before the turn is stored).
-pub async fn claim_new(
-    pool: &PgPool,
-    conversation_id: Uuid,
-    user_id: Uuid,
-    token: Uuid,
-    lease: Duration,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO chatbot_turn_claims (conversation_id, user_id, token, claimed_at, expires_at) \
-         VALUES ($1, $2, $3, now(), now() + $4::float8 * interval '1 second')",
-    )
-    .bind(conversation_id)
-    .bind(user_id)
-    .bind(token)
-    .bind(secs(lease))
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Extends a claim still held with `token`; false when it is no longer ours.
 pub async fn renew(pool: &PgPool, conversation_id: Uuid, token: Uuid, lease: Duration) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(
@@ -187,7 +165,7 @@ pub struct UsageDelta {
 pub struct NewTurn<'a> {
     pub conversation_id: Uuid,
     pub user_id: Uuid,
-    /// The claim this turn holds (required for an existing conversation).
+    /// The claim this turn holds (required to append to an existing conversation).
     pub claim: Option<Uuid>,
     pub model: Option<&'a str>,
     pub delta: UsageDelta,
@@ -288,29 +266,18 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
     })
 }
 
-/// Creates a conversation with its first messages (and releases the claim a
-/// streamed first turn took on it), in one statement.
+/// Creates a conversation with its first messages, in one statement, stamped
+/// with the statement's database time.
 pub async fn create(pool: &PgPool, turn: NewTurn<'_>, title: Option<&str>) -> Result<Stored, sqlx::Error> {
     let cols = columns(turn.messages);
     let sql = format!(
-        "WITH times AS ( \
-             SELECT COALESCE((SELECT claimed_at FROM chatbot_turn_claims WHERE conversation_id = $1 AND token = $10), \
-                             now()) AS first_at \
-             WHERE $10::uuid IS NULL \
-                OR EXISTS (SELECT 1 FROM chatbot_turn_claims WHERE conversation_id = $1 AND token = $10) \
-         ), {LAYOUT}, \
-         released AS ( \
-             UPDATE chatbot_turn_claims SET token = NULL, expires_at = NULL, last_message_at = (SELECT at FROM last) \
-             WHERE conversation_id = $1 AND token = $10 AND EXISTS (SELECT 1 FROM times) \
-             RETURNING 1 \
-         ), conv AS ( \
+        "WITH times AS (SELECT now() AS first_at), {LAYOUT}, \
+         conv AS ( \
              INSERT INTO chatbot_conversation_audit \
                  (conversation_id, user_id, title, model, token_usage, last_message_at) \
-             SELECT $1, $2, $12, $11, \
+             SELECT $1, $2, $11, $10, \
                     CASE WHEN $6 > 0 THEN (SELECT {USAGE} FROM (SELECT NULL::jsonb AS token_usage) z) END, \
                     (SELECT at FROM last) \
-             FROM times \
-             WHERE $10::uuid IS NULL OR EXISTS (SELECT 1 FROM released) \
              RETURNING conversation_id \
          ), inserted AS ( \
              INSERT INTO chatbot_user_memory (conversation_id, user_id, role, content, created_at) \
@@ -330,10 +297,9 @@ pub async fn create(pool: &PgPool, turn: NewTurn<'_>, title: Option<&str>) -> Re
         .bind(&cols.roles)
         .bind(&cols.texts)
         .bind(as_i64(turn.delta.estimated_turns))
-        .bind(turn.claim)
         .bind(turn.model)
         .bind(title)
         .fetch_one(pool)
         .await?;
-    Ok(if stored { Stored::Ok } else { Stored::ClaimLost })
+    Ok(if stored { Stored::Ok } else { Stored::NotFound })
 }
