@@ -32,6 +32,8 @@ pub mod names {
     pub const DB_QUERY_DURATION: &str = "colloquy_db_query_duration_seconds";
     pub const DB_ERRORS: &str = "colloquy_db_errors_total";
     pub const BUILD_INFO: &str = "colloquy_build_info";
+    /// Background work (summaries, generated titles) by kind and outcome.
+    pub const BACKGROUND_TASKS: &str = "colloquy_background_tasks_total";
 }
 
 /// Latency buckets in seconds, from 1 ms to 2 min (LLM calls are slow).
@@ -87,6 +89,7 @@ pub struct Metrics {
     db_pool_max: IntGauge,
     db_duration: HistogramVec,
     db_errors: IntCounterVec,
+    background_tasks: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -154,6 +157,14 @@ impl Metrics {
                 &["operation"],
             )
             .expect("valid counter"),
+            background_tasks: IntCounterVec::new(
+                Opts::new(
+                    names::BACKGROUND_TASKS,
+                    "Background task runs (summary, title) by outcome (done, skipped, failed, abandoned).",
+                ),
+                &["kind", "outcome"],
+            )
+            .expect("valid counter"),
             registry,
         };
         let build_info =
@@ -175,6 +186,7 @@ impl Metrics {
             Box::new(m.db_pool_max.clone()),
             Box::new(m.db_duration.clone()),
             Box::new(m.db_errors.clone()),
+            Box::new(m.background_tasks.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -223,6 +235,11 @@ impl Metrics {
         if !ok {
             self.db_errors.with_label_values(&[operation]).inc();
         }
+    }
+
+    /// Records the end of one background task run.
+    pub fn observe_background_task(&self, kind: &str, outcome: &str) {
+        self.background_tasks.with_label_values(&[kind, outcome]).inc();
     }
 
     /// The text exposition, refreshing pool gauges first.

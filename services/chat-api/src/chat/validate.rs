@@ -5,7 +5,7 @@ use crate::error::ApiError;
 /// Most prior-history items a request may carry.
 pub const MAX_HISTORY_ITEMS: usize = 200;
 /// Longest title, in characters.
-const TITLE_CHARS: usize = 100;
+pub const TITLE_CHARS: usize = 100;
 
 /// The message, trimmed; empty or over `max_chars` characters is a 400.
 pub fn message(text: &str, max_chars: usize) -> Result<String, ApiError> {
