@@ -316,7 +316,10 @@ stream_run() {
     export HOST=127.0.0.1 PORT="$api_port" METRICS_PORT="$metrics_port" INTERNAL_API_KEY="$API_KEY" \
       LLM_PROVIDER=azure-openai AZURE_OPENAI_ENDPOINT="http://127.0.0.1:$up_port" \
       AZURE_OPENAI_DEPLOYMENT_NAME=bench AZURE_OPENAI_API_KEY=bench-azure-key \
-      LOG_FORMAT=json RUST_LOG="$API_RUST_LOG"
+      LOG_FORMAT=json RUST_LOG="$API_RUST_LOG" \
+      MAX_IN_FLIGHT="$want"
+    # MAX_IN_FLIGHT: every turn of this run is in flight at once, by design;
+    # the default cap (1024) would answer the rest 503 overloaded.
     exec "$BIN" serve
   ) >"$WORK/stream-chat-api.log" 2>&1 &
   STREAM_API_PID=$!
