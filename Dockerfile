@@ -22,6 +22,11 @@ ARG DISTROLESS_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 # image holding the binaries CI already built, so the runtime stages are tested without a
 # second compile.
 ARG BINARIES=builder
+# The newest migration in migrations/ (the chat API image's schema version). The
+# controller reads it from the image's label to name the migration Job, so a
+# new image with new migrations under the same tag migrates again. A test keeps
+# this default equal to migrations/ (services/chat-controller/tests/crd_manifest.rs).
+ARG MIGRATIONS_VERSION=5
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
@@ -46,7 +51,9 @@ FROM ${BINARIES} AS binaries
 
 # ---- chat API (serve, and migrate for the migration Job) --------------------
 FROM ${DISTROLESS_IMAGE} AS chat-api
+ARG MIGRATIONS_VERSION
 LABEL org.opencontainers.image.title="chat-api" \
+      dev.colloquy.migrations-version="${MIGRATIONS_VERSION}" \
       org.opencontainers.image.description="Colloquy chat API: conversations on PostgreSQL, answers from an LLM provider" \
       org.opencontainers.image.source="https://github.com/colloquy-dev/colloquy" \
       org.opencontainers.image.licenses="Apache-2.0"

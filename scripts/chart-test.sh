@@ -123,8 +123,11 @@ check "ChatBackends rendered only when colloquy.dev/v1alpha1 is served" crd_gati
 
 # Leader election follows replicas; the CRD carries the keep policy only when asked.
 render_has() { # render_has <grep -E pattern> <helm template args...>
-  local pat="$1"; shift
-  "$HELM" template t "$CHART" "$@" | grep -qE -- "$pat"
+  # Rendered first: `helm | grep -q` fails under pipefail when grep exits before helm
+  # has written the whole (large) output (SIGPIPE).
+  local pat="$1" out; shift
+  out="$("$HELM" template t "$CHART" "$@")" || return 1
+  grep -qE -- "$pat" <<<"$out"
 }
 check "replicas=1: --leader-election=false, Recreate" \
   bash -c "\"\$HELM\" template t $CHART | grep -q -- '--leader-election=false' && \"\$HELM\" template t $CHART | grep -q 'type: Recreate'"
@@ -132,8 +135,10 @@ check "replicas=2: --leader-election=true" render_has '--leader-election=true' -
 # The CRD lives in crds/: rendered only with --include-crds, never as a template (Helm installs
 # it before rendering templates, so chatBackends work in one install; see the chart README).
 crd_in_crds_dir() {
-  "$HELM" template t "$CHART" --include-crds | grep -q '^kind: CustomResourceDefinition$' || { echo "no CRD with --include-crds"; return 1; }
-  ! "$HELM" template t "$CHART" | grep -q 'CustomResourceDefinition' || { echo "CRD rendered as a template"; return 1; }
+  local with without
+  with="$("$HELM" template t "$CHART" --include-crds)" && without="$("$HELM" template t "$CHART")" || return 1
+  grep -q '^kind: CustomResourceDefinition$' <<<"$with" || { echo "no CRD with --include-crds"; return 1; }
+  ! grep -q 'CustomResourceDefinition' <<<"$without" || { echo "CRD rendered as a template"; return 1; }
   ! grep -q '{{' "$CHART"/crds/*.yaml || { echo "crds/ files are not templated by Helm"; return 1; }
 }
 check "CRD in crds/ (installed first, not a template)" crd_in_crds_dir
@@ -227,7 +232,7 @@ check "kubectl apply --dry-run=server -R -f manifests/ (crd, rbac, samples)" \
 # The chart's RBAC rules are generated from manifests/rbac/controller.yaml; compare them as objects.
 rbac_matches() {
   kc create --dry-run=client -o json -f manifests/rbac/controller.yaml >"$LOG/rbac.json" || return 1
-  "$HELM" template colloquy "$CHART" -n colloquy-system --set fullnameOverride=chat-controller -s templates/rbac.yaml \
+  "$HELM" template colloquy "$CHART" -n colloquy-system --set fullnameOverride=chat-controller --set controller.scope=cluster -s templates/rbac.yaml \
     | kc create --dry-run=client -o json -f - >"$LOG/chart-rbac.json" || return 1
   python3 - "$LOG/rbac.json" "$LOG/chart-rbac.json" <<'PY'
 import json, sys
@@ -246,6 +251,38 @@ sys.exit(0 if src == chart else 1)
 PY
 }
 check "chart ClusterRole rules = manifests/rbac ClusterRole rules" rbac_matches
+
+# controller.scope=namespaces (the default): a Role with the controller's rules in every watched
+# namespace, the controller told to watch exactly those, and no cluster-wide rule but the CRD reader.
+namespaced_rbac() {
+  local out ns
+  out="$("$HELM" template colloquy "$CHART" -n colloquy-system --set fullnameOverride=chat-controller \
+    --set 'controller.watchNamespaces={team-b}' --set 'chatBackends[0].name=x' --set 'chatBackends[0].namespace=team-a' \
+    --set 'chatBackends[0].spec.provider.mock.enabled=true' --set 'chatBackends[0].secrets.databaseUrl=postgres://u@db/x' \
+    --set 'chatBackends[0].secrets.apiKey=0123456789abcdef')" || return 1
+  kc create --dry-run=client -o json -f - <<<"$out" >"$LOG/ns-rbac.json" || return 1
+  python3 - "$LOG/ns-rbac.json" <<'PY'
+import json, sys
+text, dec, i, objs = open(sys.argv[1]).read(), json.JSONDecoder(), 0, []
+while True:
+    while i < len(text) and text[i].isspace(): i += 1
+    if i >= len(text): break
+    o, i = dec.raw_decode(text, i)
+    objs.extend(o.get("items", [o]) if o.get("kind") == "List" else [o])
+roles = sorted(o["metadata"]["namespace"] for o in objs if o["kind"] == "Role" and o["metadata"]["name"] == "chat-controller")
+print("Roles in:", roles)
+assert roles == ["colloquy-system", "team-a", "team-b"], roles
+cluster = [o for o in objs if o["kind"] == "ClusterRole"]
+assert [c["metadata"]["name"] for c in cluster] == ["chat-controller-crd-reader"], [c["metadata"]["name"] for c in cluster]
+assert all("secrets" not in json.dumps(c["rules"]) for c in cluster)
+dep = next(o for o in objs if o["kind"] == "Deployment")
+env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+assert env["CHAT_CONTROLLER_WATCH_NAMESPACE"] == "colloquy-system,team-a,team-b", env
+PY
+}
+check "controller.scope=namespaces: a Role per watched namespace, Secrets nowhere else" namespaced_rbac
+check "controller.scope=cluster: a ClusterRole, every namespace" \
+  bash -c "\"\$HELM\" template t $CHART --set controller.scope=cluster | grep -q '^kind: ClusterRoleBinding' && ! \"\$HELM\" template t $CHART --set controller.scope=cluster | grep -q CHAT_CONTROLLER_WATCH_NAMESPACE"
 
 # ---------------------------------------------------------------- images
 hadolint_bin() {

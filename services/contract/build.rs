@@ -1,6 +1,7 @@
 //! Derives the schema version from `migrations/`: the highest numeric prefix
-//! of a `NNNN_name.sql` file. The controller hashes it into the migration
-//! Job's name, so a new migration re-runs the Job even for the same image tag.
+//! of a `NNNN_name.sql` file: what `chat-api migrate` reports, and what the
+//! Dockerfile's `dev.colloquy.migrations-version` label must say (a controller
+//! test checks it; the controller reads the label from the image's registry).
 
 use std::path::Path;
 

@@ -79,3 +79,19 @@ app.kubernetes.io/component: controller
 {{- define "colloquy.crdServed" -}}
 {{- if .Capabilities.APIVersions.Has "colloquy.dev/v1alpha1" -}}true{{- end -}}
 {{- end -}}
+
+{{/* "true" when the controller watches every namespace (controller.scope=cluster). */}}
+{{- define "colloquy.clusterScope" -}}
+{{- if eq .Values.controller.scope "cluster" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The namespaces the controller watches with controller.scope=namespaces, comma-separated and
+sorted: controller.watchNamespaces, the legacy controller.watchNamespace, the namespaces of
+chatBackends, and the release namespace. */}}
+{{- define "colloquy.watchNamespaces" -}}
+{{- $list := list .Release.Namespace -}}
+{{- range .Values.controller.watchNamespaces -}}{{- $list = append $list . -}}{{- end -}}
+{{- with .Values.controller.watchNamespace -}}{{- $list = append $list . -}}{{- end -}}
+{{- range .Values.chatBackends -}}{{- $list = append $list (default $.Release.Namespace .namespace) -}}{{- end -}}
+{{- $list | uniq | sortAlpha | join "," -}}
+{{- end -}}

@@ -7,15 +7,30 @@
   - apiGroups: ["colloquy.dev"]
     resources: ["chatbackends/status"]
     verbs: ["get", "patch"]
-  # Referenced Secrets: read only (existence, key and resourceVersion; watched metadata-only).
+  # Referenced Secrets: read only (existence, key and resourceVersion; watched metadata-only;
+  # a Secret's keys are read when its resourceVersion changes; image pull secrets when an
+  # image's digest is looked up).
   - apiGroups: [""]
     resources: ["secrets"]
     verbs: ["get", "list", "watch"]
-  # Owned objects (server-side apply = patch; delete for the PDB/ServiceMonitor when no longer
-  # wanted and for superseded migration Jobs).
+  # The pods of the chat APIs and migration Jobs: their readiness detail and migration reports.
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["get", "list", "watch"]
+  # Owned objects (server-side apply = patch; delete for what is no longer wanted and for
+  # superseded migration Jobs).
   - apiGroups: [""]
     resources: ["configmaps", "services"]
     verbs: ["get", "list", "watch", "create", "patch"]
+  - apiGroups: [""]
+    resources: ["serviceaccounts"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  - apiGroups: ["autoscaling"]
+    resources: ["horizontalpodautoscalers"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["networkpolicies"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
   - apiGroups: ["apps"]
     resources: ["deployments"]
     verbs: ["get", "list", "watch", "create", "patch"]
@@ -34,8 +49,15 @@
     verbs: ["create", "patch"]
 {{- end -}}
 
+{{- define "colloquy.crdReaderRules" }}
+  - apiGroups: ["apiextensions.k8s.io"]
+    resources: ["customresourcedefinitions"]
+    resourceNames: ["servicemonitors.monitoring.coreos.com"]
+    verbs: ["get", "list", "watch"]
+{{- end -}}
+
 {{- define "colloquy.leaderElectionRules" }}
   - apiGroups: ["coordination.k8s.io"]
     resources: ["leases"]
-    verbs: ["get", "create", "update"]
+    verbs: ["get", "list", "watch", "create", "update", "patch"]
 {{- end -}}

@@ -8,6 +8,8 @@ pub mod error;
 pub mod gcp;
 pub mod llm;
 pub mod metrics;
+pub mod migrate_report;
+pub mod provider_probe;
 pub mod request_id;
 pub mod routes;
 pub mod server;

@@ -21,13 +21,21 @@ struct Cli {
 enum Command {
     /// Run the HTTP API (PORT) and metrics (METRICS_PORT) servers.
     Serve,
-    /// Apply database migrations and exit.
-    Migrate,
+    /// Apply database migrations and exit (reporting to the termination message in a pod).
+    Migrate {
+        /// Print the newest migration compiled into this binary and exit.
+        #[arg(long)]
+        print_version: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Migrate { print_version: true } = cli.command {
+        println!("{}", chat_api::migrate_report::migrations_version());
+        return Ok(());
+    }
     let log_format = match std::env::var(colloquy_contract::env::LOG_FORMAT).as_deref() {
         Ok(colloquy_contract::log_format::TEXT) => LogFormat::Text,
         _ => LogFormat::Json,
@@ -37,7 +45,9 @@ async fn main() -> anyhow::Result<()> {
     let secrets = SecretValues::resolve(&ProcessEnv, &http).await?;
     let result = match cli.command {
         Command::Serve => server::serve(Config::from_env(&ProcessEnv, &secrets)?, http).await,
-        Command::Migrate => server::migrate(&DatabaseConfig::from_env(&ProcessEnv, &secrets)?).await,
+        Command::Migrate { .. } => {
+            chat_api::migrate_report::run(&DatabaseConfig::from_env(&ProcessEnv, &secrets)?).await
+        }
     };
     telemetry.shutdown();
     result

@@ -53,6 +53,11 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
         db::migrate(&pool).await?;
         tracing::info!("migrations applied");
     }
+    crate::provider_probe::install(crate::provider_probe::ProviderProbe::new(
+        config.provider.clone(),
+        http.clone(),
+        crate::provider_probe::interval(),
+    ));
     let state = state(&config, pool.clone(), http);
     tracing::info!(
         provider = state.chat.provider.name(),

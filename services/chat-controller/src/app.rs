@@ -2,17 +2,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use kube::Client;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::builders::servicemonitor;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::http::{self, HttpState};
-use crate::leader::{self, LeaseLock};
+use crate::image::ImageResolver;
+use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
-use crate::reconcile::Context;
+use crate::reconcile::{Context, Options};
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -41,7 +44,9 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Runs the controller process until a shutdown signal (or lost leadership).
+/// Runs the controller process until a shutdown signal. With leader
+/// election, a replica that loses the Lease stops reconciling (before anyone
+/// else can start, see `leader.rs`) and campaigns again as a standby.
 pub async fn run(config: Config) -> Result<()> {
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
@@ -67,60 +72,69 @@ pub async fn run(config: Config) -> Result<()> {
     client.apiserver_version().await?;
     ready.store(true, Ordering::Relaxed);
 
-    let ctx =
-        Arc::new(Context::new(client.clone(), config.default_image.clone(), metrics.clone(), Some(identity.clone())));
+    let options = Options {
+        default_image: config.default_image.clone(),
+        resync: Duration::from_secs(config.resync_secs),
+        controller_namespace: config.own_namespace(),
+        service_monitor: servicemonitor::api_resource(),
+        readiness_interval: crate::reconcile::READINESS_INTERVAL,
+    };
+    let images = ImageResolver::new(Duration::from_secs(config.image_resolve_secs), config.insecure_registries.clone());
+    let scopes = config.scopes();
 
-    let mut lost = false;
     if config.leader_election {
-        let lock = LeaseLock::new(
-            client.clone(),
-            &config.lease_namespace(),
-            &config.lease_name,
-            &identity,
-            config.lease_duration(),
+        let lease_ns = config.lease_namespace();
+        let elector =
+            Elector::start(client.clone(), &lease_ns, &config.lease_name, &identity, config.timings()).await?;
+        let fenced = leader::fenced_client(&elector.leadership).await?;
+        let ctx = Arc::new(
+            Context::new(fenced, config.default_image.clone(), metrics.clone(), Some(identity.clone()))
+                .with_options(options)
+                .with_images(images)
+                .with_leadership(elector.leadership.clone()),
         );
-        let (mut leading, elector) = lock.clone().spawn(config.renew_interval());
-        info!(%identity, lease = %config.lease_name, "waiting for leadership");
+        info!(%identity, lease = %config.lease_name, namespace = %lease_ns, "campaigning for leadership");
+        let mut leading = elector.leading.clone();
         let mut stop = stop_rx.clone();
-        tokio::select! {
-            r = leader::wait_for_leadership(&mut leading) => r?,
-            _ = stop.wait_for(|v| *v) => {
-                elector.abort();
-                let _ = http_task.await;
-                return Ok(());
+        loop {
+            tokio::select! {
+                r = leading.wait_for(|l| *l) => if r.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
             }
-        }
-        metrics.leader.set(1);
-        info!(%identity, "acquired leadership; starting controller");
-        let (lost_tx, lost_rx) = watch::channel(false);
-        let lost_watch = leading.clone();
-        tokio::spawn(async move {
-            leader::leadership_lost(lost_watch).await;
-            let _ = lost_tx.send(true);
-        });
-        let stop_or_lost = {
-            let a = wait_true(stop_rx.clone());
-            let b = wait_true(lost_rx.clone());
-            async move {
-                tokio::select! { _ = a => {}, _ = b => {} }
+            metrics.leader.set(1);
+            info!(%identity, "leading: controller started");
+            // Stop on a shutdown signal or as soon as leadership ends.
+            let (run_stop_tx, run_stop_rx) = watch::channel(false);
+            let mut l = leading.clone();
+            let mut s = stop.clone();
+            let watcher = tokio::spawn(async move {
+                tokio::select! {
+                    _ = l.wait_for(|l| !*l) => {},
+                    _ = s.wait_for(|s| *s) => {},
+                }
+                let _ = run_stop_tx.send(true);
+            });
+            crate::controller::run_scopes(ctx.clone(), scopes.clone(), run_stop_rx).await;
+            watcher.abort();
+            metrics.leader.set(0);
+            info!(%identity, "leading: controller stopped");
+            if *stop.borrow() {
+                break;
             }
-        };
-        crate::controller::run(ctx, config.namespace.clone(), stop_or_lost).await;
-        lost = *lost_rx.borrow();
-        elector.abort();
-        metrics.leader.set(0);
-        if !lost && let Err(e) = lock.release().await {
-            warn!(error = %e, "failed to release the Lease");
+            warn!(%identity, "leadership lost: standing by");
         }
+        elector.stop().await;
     } else {
         metrics.leader.set(1);
-        crate::controller::run(ctx, config.namespace.clone(), wait_true(stop_rx.clone())).await;
+        let ctx = Arc::new(
+            Context::new(client.clone(), config.default_image.clone(), metrics.clone(), Some(identity.clone()))
+                .with_options(options)
+                .with_images(images),
+        );
+        crate::controller::run_scopes(ctx, scopes, stop_rx.clone()).await;
     }
     ready.store(false, Ordering::Relaxed);
     http_task.abort();
-    if lost {
-        return Err(Error::LeaderElection("leadership lost; exiting so a new leader takes over".into()));
-    }
     info!("controller stopped");
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! made by hand is repaired). Fields the API server defaults are ignored. A
 //! second reconcile with nothing changed therefore issues no write requests.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::Mutex;
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
@@ -100,19 +102,84 @@ pub fn needs_apply<K: Serialize>(desired: &K, observed: Option<&K>) -> Result<bo
     Ok(!is_subset(&serde_json::to_value(desired)?, &serde_json::to_value(observed)?))
 }
 
+/// What this controller last wrote, per object, with the resourceVersion
+/// its cache showed before the write. While the cache still shows that
+/// version (a watch event not arrived yet), comparisons use what was written
+/// instead, so a lagging cache never causes a second, identical write.
+#[derive(Default)]
+pub struct WriteMemory(Mutex<HashMap<String, (Option<String>, Value)>>);
+
+impl WriteMemory {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Value)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The freshest known copy: `observed`, or what was written after it.
+    pub fn freshest<K: Serialize + DeserializeOwned + Clone>(
+        &self,
+        key: &str,
+        observed: Option<&K>,
+        observed_rv: Option<String>,
+    ) -> Option<K> {
+        let mut map = self.map();
+        if let Some((before, written)) = map.get(key) {
+            if *before == observed_rv
+                && let Ok(k) = serde_json::from_value(written.clone())
+            {
+                return Some(k);
+            }
+            map.remove(key);
+        }
+        observed.cloned()
+    }
+
+    /// Records a write made while the cache showed `observed_rv`.
+    pub fn wrote<K: Serialize>(&self, key: String, observed_rv: Option<String>, written: &K) {
+        if let Ok(v) = serde_json::to_value(written) {
+            self.map().insert(key, (observed_rv, v));
+        }
+    }
+
+    /// Forgets everything about objects whose key starts with `prefix`.
+    pub fn forget_prefix(&self, prefix: &str) {
+        self.map().retain(|k, _| !k.starts_with(prefix));
+    }
+}
+
+/// Key of an object in [`WriteMemory`].
+pub fn memory_key<K: Resource>(obj: &K) -> String {
+    let m = obj.meta();
+    format!(
+        "{}/{}/{}",
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default(),
+        std::any::type_name::<K>()
+    )
+}
+
 /// Applies `desired` (server-side apply, forced, fixed field manager) unless the
-/// observed object already matches. Returns the written object, `None` when no
-/// write was needed.
-pub async fn apply_if_changed<K>(api: &Api<K>, mut desired: K, observed: Option<&K>) -> Result<Option<K>>
+/// observed object (or what this controller wrote after it, see
+/// [`WriteMemory`]) already matches. Returns the written object, `None` when
+/// no write was needed.
+pub async fn apply_if_changed<K>(
+    api: &Api<K>,
+    mut desired: K,
+    observed: Option<&K>,
+    memory: &WriteMemory,
+) -> Result<Option<K>>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
     stamp(&mut desired)?;
-    if !needs_apply(&desired, observed)? {
+    let key = memory_key(&desired);
+    let observed_rv = observed.and_then(|o| o.meta().resource_version.clone());
+    let current = memory.freshest(&key, observed, observed_rv.clone());
+    if !needs_apply(&desired, current.as_ref())? {
         return Ok(None);
     }
     let name = desired.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
     let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    memory.wrote(key, observed_rv, &written);
     Ok(Some(written))
 }
 

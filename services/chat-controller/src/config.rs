@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::leader::Timings;
 use crate::names::{self, env};
 
 fn default_image() -> String {
@@ -29,9 +30,11 @@ pub struct Config {
     #[arg(long, env = env::HTTP_ADDR, default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
-    /// Watch only this namespace (all namespaces when unset).
-    #[arg(long, env = env::WATCH_NAMESPACE)]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; all namespaces when
+    /// unset). Then the controller needs no cluster-wide permissions: a Role in
+    /// each of them is enough.
+    #[arg(long = "namespace", env = env::WATCH_NAMESPACE, value_delimiter = ',')]
+    pub namespaces: Vec<String>,
 
     /// Take a coordination.k8s.io Lease before reconciling (several replicas).
     #[arg(long, env = env::LEADER_ELECTION, default_value_t = true, action = clap::ArgAction::Set)]
@@ -49,13 +52,33 @@ pub struct Config {
     #[arg(long, env = env::POD_NAME)]
     pub identity: Option<String>,
 
-    /// Seconds a Lease stays valid without renewal.
+    /// Seconds a Lease stays valid without renewal: another replica may take
+    /// it this long after the holder's last renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_secs: u64,
 
-    /// Seconds between Lease renewals (must be below the lease duration).
-    #[arg(long, default_value_t = 5)]
+    /// Seconds after its last renewal a leader stops reconciling when it could
+    /// not renew (below the lease duration; the difference is the clock skew
+    /// between replicas that is tolerated).
+    #[arg(long, default_value_t = 10)]
+    pub renew_deadline_secs: u64,
+
+    /// Seconds between Lease renewals (below the renew deadline).
+    #[arg(long, default_value_t = 4)]
     pub renew_interval_secs: u64,
+
+    /// Seconds between two reconciles of an unchanged ChatBackend.
+    #[arg(long, env = env::RESYNC_SECS, default_value_t = 300)]
+    pub resync_secs: u64,
+
+    /// Seconds an image's digest and migrations label (read from its registry)
+    /// are reused before being looked up again; 0 turns registry lookups off.
+    #[arg(long, env = env::IMAGE_RESOLVE_SECS, default_value_t = 300)]
+    pub image_resolve_secs: u64,
+
+    /// Registries (`host:port`, comma-separated) spoken to over plain HTTP.
+    #[arg(long, env = env::INSECURE_REGISTRIES, value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
 
     /// Log format.
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
@@ -68,21 +91,39 @@ impl Config {
         if self.default_image.trim().is_empty() {
             return Err("--default-image must not be empty".into());
         }
-        if self.lease_duration_secs == 0 || self.renew_interval_secs == 0 {
-            return Err("lease durations must be positive".into());
+        self.timings().validate()?;
+        if self.resync_secs == 0 {
+            return Err("--resync-secs must be positive".into());
         }
-        if self.renew_interval_secs >= self.lease_duration_secs {
-            return Err("--renew-interval-secs must be below --lease-duration-secs".into());
+        if self.namespaces.iter().any(|n| n.trim().is_empty()) {
+            return Err("--namespace: empty namespace name in the list".into());
         }
         Ok(self)
     }
 
-    pub fn lease_duration(&self) -> Duration {
-        Duration::from_secs(self.lease_duration_secs)
+    pub fn timings(&self) -> Timings {
+        Timings {
+            lease_duration: Duration::from_secs(self.lease_duration_secs),
+            renew_deadline: Duration::from_secs(self.renew_deadline_secs),
+            renew_interval: Duration::from_secs(self.renew_interval_secs),
+        }
     }
 
-    pub fn renew_interval(&self) -> Duration {
-        Duration::from_secs(self.renew_interval_secs)
+    /// The namespaces to watch: `[None]` for all of them.
+    pub fn scopes(&self) -> Vec<Option<String>> {
+        if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            let mut v: Vec<_> = self.namespaces.iter().map(|n| n.trim().to_string()).collect();
+            v.sort();
+            v.dedup();
+            v.into_iter().map(Some).collect()
+        }
+    }
+
+    /// The namespace the controller runs in (`POD_NAMESPACE`), when known.
+    pub fn own_namespace(&self) -> Option<String> {
+        std::env::var(env::POD_NAMESPACE).ok().filter(|n| !n.is_empty())
     }
 
     pub fn lease_namespace(&self) -> String {
@@ -115,5 +156,10 @@ mod tests {
         assert!(!c.leader_election);
         let bad = Config::try_parse_from(["chat-controller", "--renew-interval-secs", "20"]).unwrap();
         assert!(bad.validate().is_err());
+        let bad = Config::try_parse_from(["chat-controller", "--renew-deadline-secs", "15"]).unwrap();
+        assert!(bad.validate().is_err());
+        let c = Config::try_parse_from(["chat-controller", "--namespace", "b,a,b"]).unwrap().validate().unwrap();
+        assert_eq!(c.scopes(), [Some("a".to_string()), Some("b".to_string())]);
+        assert_eq!(Config::try_parse_from(["chat-controller"]).unwrap().scopes(), [None]);
     }
 }

@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use colloquy_contract::MIGRATIONS_VERSION;
-
 fn short_hex(bytes: &[u8], len: usize) -> String {
     let mut h = hex::encode(Sha256::digest(bytes));
     h.truncate(len);
@@ -19,7 +17,7 @@ fn short_hex(bytes: &[u8], len: usize) -> String {
 /// Secret *values* are never hashed (their resourceVersion stands for them).
 pub fn config_hash(
     config: &BTreeMap<String, String>,
-    secret_env: &[(&str, &str, &str)],
+    secret_env: &[(String, String, String)],
     secret_versions: &BTreeMap<String, String>,
 ) -> String {
     let doc = serde_json::json!({
@@ -30,9 +28,9 @@ pub fn config_hash(
     short_hex(doc.to_string().as_bytes(), 16)
 }
 
-/// Hash naming the migration Job: image plus migrations version.
-pub fn migration_hash(image: &str) -> String {
-    short_hex(format!("{image}\n{MIGRATIONS_VERSION}").as_bytes(), 10)
+/// Hash naming the migration Job, of its identity (see `builders::job::MigrationTarget`).
+pub fn migration_hash(identity: &str) -> String {
+    short_hex(identity.as_bytes(), 10)
 }
 
 /// Hash of a desired object (stored in an annotation, compared on the next reconcile).
@@ -54,7 +52,8 @@ mod tests {
     #[test]
     fn config_hash_sees_config_and_secret_versions() {
         let cfg = BTreeMap::from([("A".to_string(), "1".to_string())]);
-        let env = [("DATABASE_URL", "db", "url")];
+        let e = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        let env = [e("DATABASE_URL", "db", "url")];
         let v1 = BTreeMap::from([("db".to_string(), "10".to_string())]);
         let v2 = BTreeMap::from([("db".to_string(), "11".to_string())]);
         let base = config_hash(&cfg, &env, &v1);
@@ -62,6 +61,6 @@ mod tests {
         assert_ne!(base, config_hash(&cfg, &env, &v2));
         let cfg2 = BTreeMap::from([("A".to_string(), "2".to_string())]);
         assert_ne!(base, config_hash(&cfg2, &env, &v1));
-        assert_ne!(base, config_hash(&cfg, &[("DATABASE_URL", "db", "other")], &v1));
+        assert_ne!(base, config_hash(&cfg, &[e("DATABASE_URL", "db", "other")], &v1));
     }
 }

@@ -4,16 +4,21 @@
 pub mod app;
 pub mod apply;
 pub mod builders;
+pub mod cache;
+pub mod conditions;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod discovery;
 pub mod error;
 pub mod hash;
 pub mod http;
+pub mod image;
 pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod quantity;
+pub mod readiness;
 pub mod reconcile;
 pub mod status;
 

@@ -6,9 +6,9 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::conditions as ct;
 use crate::crd::ChatBackend;
 use crate::error::Error;
-use crate::names::conditions as ct;
 
 pub const RECONCILIATIONS_TOTAL: &str = "chat_controller_reconciliations_total";
 pub const RECONCILE_ERRORS_TOTAL: &str = "chat_controller_reconcile_errors_total";

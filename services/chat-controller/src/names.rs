@@ -1,5 +1,5 @@
 //! Every name the controller writes into the cluster, in one place: field
-//! manager, labels, annotations, condition types and reasons, object name
+//! manager, labels, annotations, object name
 //! suffixes. (Env var names, ports, probe paths and subcommands of the chat
 //! API come from `colloquy_contract`.)
 
@@ -15,6 +15,11 @@ pub const CONTAINER_NAME: &str = "chat-api";
 pub const MIGRATE_CONTAINER_NAME: &str = "migrate";
 pub const PORT_HTTP: &str = "http";
 pub const PORT_METRICS: &str = "metrics";
+
+/// Namespace label every namespace carries (its name), for NetworkPolicy peers.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Namespace allowed to scrape the metrics port when `networkPolicy.metricsNamespaceSelector` is unset.
+pub const DEFAULT_MONITORING_NAMESPACE: &str = "monitoring";
 
 /// Suffixes of object names (the Deployment, Service and PDB take the ChatBackend's name).
 pub const CONFIGMAP_SUFFIX: &str = "-config";
@@ -53,32 +58,12 @@ pub mod annotations {
     pub const DESIRED_HASH: &str = "colloquy.dev/desired-hash";
     /// On the migration Job: the image it migrates.
     pub const MIGRATION_IMAGE: &str = "colloquy.dev/migration-image";
-}
-
-/// Condition types on `ChatBackend.status.conditions`.
-pub mod conditions {
-    pub const READY: &str = "Ready";
-    pub const PROGRESSING: &str = "Progressing";
-    pub const DEGRADED: &str = "Degraded";
-    pub const SERVICE_MONITOR: &str = "ServiceMonitor";
-    pub const TRUE: &str = "True";
-    pub const FALSE: &str = "False";
-}
-
-/// Condition and Event reasons.
-pub mod reasons {
-    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    pub const MIGRATION_RUNNING: &str = "MigrationRunning";
-    pub const MIGRATION_FAILED: &str = "MigrationFailed";
-    pub const MIGRATION_SUCCEEDED: &str = "MigrationSucceeded";
-    pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
-    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
-    pub const AVAILABLE: &str = "Available";
-    pub const AS_EXPECTED: &str = "AsExpected";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const SERVICE_MONITOR_CREATED: &str = "ServiceMonitorCreated";
-    pub const SERVICE_MONITOR_CRD_MISSING: &str = "ServiceMonitorCRDMissing";
-    pub const SERVICE_MONITOR_DISABLED: &str = "Disabled";
+    /// On the migration Job: the image's migrations version, when known before the run.
+    pub const MIGRATIONS_VERSION: &str = "colloquy.dev/migrations-version";
+    /// On the migration Job: the `spec.migration.retry` it runs for.
+    pub const MIGRATION_RETRY: &str = "colloquy.dev/migration-retry";
+    /// On a ServiceAccount: the Google service account of GKE Workload Identity.
+    pub const GKE_WORKLOAD_IDENTITY: &str = "iam.gke.io/gcp-service-account";
 }
 
 /// Event `action`s.
@@ -104,6 +89,9 @@ pub mod env {
     pub const POD_NAME: &str = "POD_NAME";
     pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
     pub const LOG_FORMAT: &str = "CHAT_CONTROLLER_LOG_FORMAT";
+    pub const RESYNC_SECS: &str = "CHAT_CONTROLLER_RESYNC_SECS";
+    pub const IMAGE_RESOLVE_SECS: &str = "CHAT_CONTROLLER_IMAGE_RESOLVE_SECS";
+    pub const INSECURE_REGISTRIES: &str = "CHAT_CONTROLLER_INSECURE_REGISTRIES";
 }
 
 /// Name of the ConfigMap of a ChatBackend.

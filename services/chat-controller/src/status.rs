@@ -6,8 +6,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::EventType;
 
+use crate::conditions::{self as ct, reasons};
 use crate::crd::{ChatBackendStatus, MigrationState, MigrationStatus};
-use crate::names::{conditions as ct, reasons};
 
 /// What happened to the ServiceMonitor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,26 @@ pub struct Observation {
     pub endpoint: Option<String>,
     pub provider: Option<String>,
     pub model: Option<String>,
+    /// Label selector of the chat pods (`status.selector`).
+    pub selector: Option<String>,
+    /// What the chat pods say about the provider.
+    pub provider_state: ProviderObservation,
+    /// `metadata.namespace`, for the commands in messages.
+    pub namespace: String,
+    /// `spec.migration.retry`, for the advice in messages.
+    pub retry: i64,
+}
+
+/// What the chat pods' readiness detail says about the provider.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProviderObservation {
+    /// No ready chat pod to ask.
+    #[default]
+    NoReadyPods,
+    /// A pod answered: its probe's state (`colloquy_contract::readiness::state`) and message.
+    Reported { state: String, message: String },
+    /// The pods could not be asked, or have not probed yet.
+    Unknown(String),
 }
 
 /// Rollout facts of a Deployment.
@@ -64,13 +84,91 @@ pub fn rollout(d: &Deployment, desired_image: &str) -> Rollout {
 
 struct Cond {
     type_: &'static str,
-    ok: bool,
+    status: &'static str,
     reason: &'static str,
     message: String,
 }
 
+fn provider_condition(obs: &Observation) -> Cond {
+    use colloquy_contract::readiness::state;
+    let c = |status, reason, message: String| Cond { type_: ct::PROVIDER_READY, status, reason, message };
+    match &obs.provider_state {
+        ProviderObservation::NoReadyPods => {
+            c(ct::UNKNOWN, reasons::NO_READY_PODS, "no ready chat API pod has reported on the provider yet".into())
+        }
+        ProviderObservation::Unknown(why) => c(ct::UNKNOWN, reasons::PROVIDER_UNKNOWN, why.clone()),
+        ProviderObservation::Reported { state: s, message } => match s.as_str() {
+            state::OK => c(
+                ct::TRUE,
+                reasons::PROVIDER_REACHABLE,
+                "the chat pods reached the provider with their credentials".into(),
+            ),
+            state::UNAUTHORIZED => c(
+                ct::FALSE,
+                reasons::PROVIDER_UNAUTHORIZED,
+                format!(
+                    "the provider rejected the chat pods' credentials ({message}): check the API key Secret \
+                     referenced by spec.provider, or the pods' workload identity"
+                ),
+            ),
+            state::UNREACHABLE => c(
+                ct::FALSE,
+                reasons::PROVIDER_UNREACHABLE,
+                format!(
+                    "the chat pods could not use the provider ({message}): check the endpoint in spec.provider \
+                     and that the namespace may reach it"
+                ),
+            ),
+            _ => c(
+                ct::UNKNOWN,
+                reasons::PROVIDER_UNKNOWN,
+                format!("the chat pods have not probed the provider yet ({message})"),
+            ),
+        },
+    }
+}
+
+fn database_condition(obs: &Observation) -> Option<Cond> {
+    let m = obs.migration.as_ref()?;
+    let c = |status, reason, message: String| Cond { type_: ct::DATABASE_MIGRATED, status, reason, message };
+    Some(match m.state {
+        MigrationState::Succeeded => c(
+            ct::TRUE,
+            reasons::MIGRATION_SUCCEEDED,
+            match m.schema_version {
+                Some(v) => format!("database schema at version {v}"),
+                None => "database migrated".into(),
+            },
+        ),
+        MigrationState::Failed => c(ct::FALSE, reasons::MIGRATION_FAILED, migration_failed_advice(obs, m)),
+        MigrationState::Pending | MigrationState::Running => c(
+            ct::FALSE,
+            reasons::MIGRATION_RUNNING,
+            format!("migration Job {} is migrating the database for image {}", m.job_name, m.image),
+        ),
+    })
+}
+
+/// What failed and what to do about it.
+fn migration_failed_advice(obs: &Observation, m: &MigrationStatus) -> String {
+    let cause = m.last_error.as_deref().or(m.message.as_deref()).unwrap_or("no details");
+    format!(
+        "migration Job {job} failed after {n} attempt(s): {cause}. See `kubectl -n {ns} logs job/{job}`; once the \
+         cause is fixed, set spec.migration.retry to {next} to run it again",
+        job = m.job_name,
+        n = m.attempts,
+        ns = obs.namespace,
+        next = obs.retry + 1,
+    )
+}
+
 fn conditions(obs: &Observation) -> Vec<Cond> {
-    let c = |type_, ok, reason, message: String| Cond { type_, ok, reason, message };
+    let c = |type_, ok: bool, reason, message: String| Cond {
+        type_,
+        status: if ok { ct::TRUE } else { ct::FALSE },
+        reason,
+        message,
+    };
     let migration = obs.migration.as_ref();
     let failed = migration.filter(|m| m.state == MigrationState::Failed);
     let migrating = migration.filter(|m| matches!(m.state, MigrationState::Pending | MigrationState::Running));
@@ -82,12 +180,7 @@ fn conditions(obs: &Observation) -> Vec<Cond> {
     out.push(if let Some(msg) = &obs.secret_problem {
         c(ct::DEGRADED, true, reasons::SECRET_NOT_FOUND, msg.clone())
     } else if let Some(m) = failed {
-        c(
-            ct::DEGRADED,
-            true,
-            reasons::MIGRATION_FAILED,
-            format!("migration Job {} failed: {}", m.job_name, m.message.clone().unwrap_or_default()),
-        )
+        c(ct::DEGRADED, true, reasons::MIGRATION_FAILED, migration_failed_advice(obs, m))
     } else {
         c(ct::DEGRADED, false, reasons::AS_EXPECTED, "all referenced objects are present".into())
     });
@@ -138,20 +231,21 @@ fn conditions(obs: &Observation) -> Vec<Cond> {
         )
     });
     match &obs.service_monitor {
-        Some(ServiceMonitorState::Applied) => out.push(c(
-            ct::SERVICE_MONITOR,
-            true,
-            reasons::SERVICE_MONITOR_CREATED,
-            "ServiceMonitor applied".into(),
-        )),
+        Some(ServiceMonitorState::Applied) => {
+            out.push(c(ct::SERVICE_MONITOR, true, reasons::SERVICE_MONITOR_CREATED, "ServiceMonitor applied".into()))
+        }
         Some(ServiceMonitorState::CrdMissing) => out.push(c(
             ct::SERVICE_MONITOR,
             false,
             reasons::SERVICE_MONITOR_CRD_MISSING,
-            "monitoring.serviceMonitor is enabled but the monitoring.coreos.com/v1 ServiceMonitor CRD is not installed; skipped".into(),
+            "spec.monitoring.serviceMonitor is enabled but the monitoring.coreos.com/v1 ServiceMonitor CRD is \
+             not installed: install the Prometheus Operator CRDs (noticed without a restart) or disable it"
+                .into(),
         )),
         Some(ServiceMonitorState::Disabled) | None => {}
     }
+    out.extend(database_condition(obs));
+    out.push(provider_condition(obs));
     out
 }
 
@@ -162,7 +256,7 @@ pub fn desired_status(obs: &Observation, old: Option<&ChatBackendStatus>, now: T
     let conditions = conditions(obs)
         .into_iter()
         .map(|c| {
-            let status = if c.ok { ct::TRUE } else { ct::FALSE }.to_string();
+            let status = c.status.to_string();
             let last = old_conds
                 .iter()
                 .find(|o| o.type_ == c.type_ && o.status == status)
@@ -186,6 +280,7 @@ pub fn desired_status(obs: &Observation, old: Option<&ChatBackendStatus>, now: T
         endpoint: obs.endpoint.clone(),
         provider: obs.provider.clone(),
         model: obs.model.clone(),
+        selector: obs.selector.clone(),
         migration: obs.migration.clone(),
         conditions,
     }
@@ -207,12 +302,14 @@ pub fn transitions(old: Option<&ChatBackendStatus>, new: &ChatBackendStatus) -> 
     new.conditions
         .iter()
         .filter(|c| !old_conds.iter().any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason))
-        // Degraded=False/AsExpected on a brand-new object is not news.
+        // Degraded=False/AsExpected on a brand-new object is not news, nor is a provider not asked yet.
         .filter(|c| !(c.type_ == ct::DEGRADED && c.status == ct::FALSE && old_conds.is_empty()))
+        .filter(|c| !(c.type_ == ct::PROVIDER_READY && c.status == ct::UNKNOWN))
         .filter(|c| seen.insert(c.reason.clone()))
         .map(|c| {
             let bad = (c.type_ == ct::DEGRADED && c.status == ct::TRUE)
                 || (c.type_ == ct::SERVICE_MONITOR && c.status == ct::FALSE)
+                || (c.type_ == ct::PROVIDER_READY && c.status == ct::FALSE)
                 || c.reason == reasons::MIGRATION_FAILED
                 || c.reason == reasons::SECRET_NOT_FOUND;
             Transition {
@@ -268,9 +365,16 @@ mod tests {
             migration: Some(MigrationStatus {
                 job_name: "demo-migrate-x".into(),
                 image: "img:1".into(),
+                digest: None,
+                migrations_version: None,
+                schema_version: Some(2),
                 state: MigrationState::Succeeded,
                 message: None,
+                attempts: 1,
+                retry: 0,
+                last_error: None,
             }),
+            namespace: "ns".into(),
             ..Default::default()
         }
     }
@@ -333,6 +437,26 @@ mod tests {
         let d = cond(&s, ct::DEGRADED);
         assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", reasons::MIGRATION_FAILED));
         assert!(d.message.contains("BackoffLimitExceeded"));
+        // The message says what to do.
+        assert!(d.message.contains("kubectl -n ns logs job/demo-migrate-x"), "{}", d.message);
+        assert!(d.message.contains("spec.migration.retry to 1"), "{}", d.message);
+        assert_eq!(cond(&s, ct::DATABASE_MIGRATED).reason, reasons::MIGRATION_FAILED);
+    }
+
+    #[test]
+    fn provider_and_database_conditions() {
+        let mut o = obs();
+        let s = desired_status(&o, None, t(1));
+        assert_eq!(cond(&s, ct::PROVIDER_READY).status, ct::UNKNOWN);
+        assert_eq!(cond(&s, ct::DATABASE_MIGRATED).status, ct::TRUE);
+        assert!(cond(&s, ct::DATABASE_MIGRATED).message.contains("version 2"));
+        o.provider_state = ProviderObservation::Reported { state: "unauthorized".into(), message: "401".into() };
+        let s2 = desired_status(&o, Some(&s), t(2));
+        assert_eq!(cond(&s2, ct::PROVIDER_READY).reason, reasons::PROVIDER_UNAUTHORIZED);
+        let ev = transitions(Some(&s), &s2);
+        assert!(ev.iter().any(|e| e.type_ == EventType::Warning && e.reason == reasons::PROVIDER_UNAUTHORIZED));
+        o.provider_state = ProviderObservation::Reported { state: "ok".into(), message: String::new() };
+        assert_eq!(cond(&desired_status(&o, Some(&s2), t(3)), ct::PROVIDER_READY).status, ct::TRUE);
     }
 
     #[test]

@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use chat_controller::conditions::{self as ct, reasons};
 use chat_controller::crd::ChatBackend;
-use chat_controller::names::{annotations, conditions as ct, reasons};
+use chat_controller::names::annotations;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -179,46 +180,55 @@ async fn running_controller_recreates_a_deleted_service_monitor() {
 }
 
 #[tokio::test]
-async fn without_the_service_monitor_crd_the_watch_is_skipped() {
-    // The same API server, seen through a client on which the monitoring.coreos.com
-    // group does not exist (every request to it is sent to an unknown group: 404).
+async fn a_service_monitor_crd_installed_later_is_noticed_without_a_restart() {
+    // A ServiceMonitor look-alike API in a group of its own, so the test can
+    // install its CRD while the controller runs (the real one is shared).
     let admin = client().await;
-    let (hidden, rewritten) = rewriting_client("/apis/monitoring.coreos.com/", "/apis/monitoring.absent.test/").await;
-    let ns_guard = TestNs::new(&admin, "cc-nosm").await;
+    let ns_guard = TestNs::new(&admin, "cc-smlate").await;
     let ns = ns_guard.name.clone();
+    let group = format!("{}.colloquy.test", ns.replace('-', ""));
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk(&group, "v1", "ServiceMonitor"),
+        "servicemonitors",
+    );
     put_secret(&admin, &ns, "db", "url", "postgres://u:p@db/chat").await;
     put_secret(&admin, &ns, "api", "key", "0123456789abcdef-internal").await;
     create_backend(&admin, &ns, &backend_with_service_monitor()).await;
-    let (stop_tx, run) = start(&hidden, &ns);
+    let mut options = chat_controller::reconcile::Options::new("registry.test/chat-api:default");
+    options.service_monitor = ar.clone();
+    let ctx = std::sync::Arc::new(
+        chat_controller::reconcile::Context::new(
+            admin.clone(),
+            "registry.test/chat-api:default",
+            Default::default(),
+            None,
+        )
+        .with_options(options),
+    );
+    let (stop_tx, run) = start_controller(ctx, &ns);
 
-    // The controller works as usual and reports the missing CRD.
-    let backends: Api<ChatBackend> = Api::namespaced(admin.clone(), &ns);
-    let b = backends.clone();
-    eventually("ServiceMonitor=False/ServiceMonitorCRDMissing", WAIT, || {
-        let b = b.clone();
-        async move {
-            let cb = b.get(NAME).await.ok()?;
-            (cb.status.is_some()
-                && condition(&cb, ct::SERVICE_MONITOR) == (ct::FALSE, reasons::SERVICE_MONITOR_CRD_MISSING))
-                .then_some(())
-        }
-    })
-    .await;
-    let job_name = first_migration_job(&admin, &ns, WAIT).await;
-    // The other watches run: the Job's success reaches the controller.
-    succeed_job(&admin, &ns, &job_name).await;
-    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
-    let d = deps.clone();
-    eventually("Deployment after migration", WAIT, || {
-        let d = d.clone();
-        async move { d.get_opt(NAME).await.ok()? }
-    })
-    .await;
+    // Without the CRD: the condition says so (and what to do); no ServiceMonitor watch fails for ever.
+    let cb =
+        wait_condition(&admin, &ns, NAME, ct::SERVICE_MONITOR, (ct::FALSE, reasons::SERVICE_MONITOR_CRD_MISSING)).await;
+    let msg = &cb.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == ct::SERVICE_MONITOR).unwrap().message;
+    assert!(msg.contains("install the Prometheus Operator CRDs"), "{msg}");
 
-    let seen = rewritten.lock().unwrap().clone();
-    assert!(seen.iter().any(|u| u.ends_with("/apis/monitoring.absent.test/v1")), "no discovery request: {seen:?}");
-    // Discovery only: no list or watch of ServiceMonitors (the watcher would retry those forever).
-    let others: Vec<_> = seen.iter().filter(|u| !u.ends_with("/apis/monitoring.absent.test/v1")).collect();
-    assert!(others.is_empty(), "ServiceMonitors were listed or watched: {others:?}");
+    // The CRD appears: noticed from its watch, no restart, no resync wait.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(admin.clone());
+    let crd = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("servicemonitors.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    crds.create(&Default::default(), &crd).await.unwrap();
+    wait_condition(&admin, &ns, NAME, ct::SERVICE_MONITOR, (ct::TRUE, reasons::SERVICE_MONITOR_CREATED)).await;
+    let sms: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &ar);
+    assert_eq!(sms.get(NAME).await.expect("ServiceMonitor").data["spec"]["endpoints"][0]["port"], "metrics");
     stop(stop_tx, run).await;
+    let _ = crds.delete(&format!("servicemonitors.{group}"), &DeleteParams::default()).await;
 }

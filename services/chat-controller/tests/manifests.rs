@@ -9,9 +9,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_controller::conditions::{self as ct, reasons};
 use chat_controller::crd::ChatBackend;
 use chat_controller::metrics::Metrics;
-use chat_controller::names::{conditions as ct, reasons};
 use chat_controller::reconcile::Context;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -166,4 +166,87 @@ async fn manifests_and_mock_sample_reach_ready_with_controller_rbac() {
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(20), run).await.expect("graceful shutdown").unwrap();
+}
+
+async fn impersonate(user: &str, groups: &[&str]) -> Client {
+    let mut config = kube::Config::infer().await.expect("kubeconfig");
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Client::try_from(config).expect("impersonating client")
+}
+
+/// The rules of the RBAC document `kind`/`name` in manifests/rbac/controller.yaml.
+fn rules_of(kind: &str, name: &str) -> serde_json::Value {
+    for doc in serde_yaml::Deserializer::from_str(&repo_file("manifests/rbac/controller.yaml")) {
+        let v = serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
+        if v["kind"] == kind && v["metadata"]["name"] == name {
+            return v["rules"].clone();
+        }
+    }
+    panic!("no {kind} {name} in manifests/rbac/controller.yaml");
+}
+
+/// Narrower permissions: the controller confined to one namespace runs on a
+/// Role there (Secrets included) plus the CRD reader, and can read no Secret
+/// anywhere else.
+#[tokio::test]
+async fn a_controller_confined_to_its_namespaces_needs_only_roles_there() {
+    let admin = client().await;
+    apply_yaml(&admin, "default", &repo_file("manifests/rbac/controller.yaml")).await;
+    let ns_guard = TestNs::new(&admin, "cc-roles").await;
+    let ns = ns_guard.name.clone();
+    let sa_name = "confined-controller";
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "chat-controller", "namespace": ns},
+        "rules": rules_of("ClusterRole", "chat-controller"),
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "chat-controller", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "chat-controller"},
+        "subjects": [{"kind": "ServiceAccount", "name": sa_name, "namespace": ns}],
+    });
+    let crd_reader = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{ns}-crd-reader")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "chat-controller-crd-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": sa_name, "namespace": ns}],
+    });
+    let docs =
+        [role, binding, crd_reader].iter().map(|d| serde_yaml::to_string(d).unwrap()).collect::<Vec<_>>().join("---\n");
+    apply_yaml(&admin, &ns, &docs).await;
+    apply_yaml(&admin, &ns, &repo_file("manifests/samples/mock.yaml")).await;
+
+    let user = format!("system:serviceaccount:{ns}:{sa_name}");
+    let groups = ["system:serviceaccounts", "system:authenticated"];
+    let sa = impersonate(&user, &groups).await;
+    // No Secret outside its namespace.
+    let all: Api<k8s_openapi::api::core::v1::Secret> = Api::all(sa.clone());
+    assert!(matches!(all.list(&Default::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+    let other: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(sa.clone(), "default");
+    assert!(matches!(other.list(&Default::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+
+    let ctx = Arc::new(Context::new(sa.clone(), "registry.test/chat-api:confined", Metrics::new(), None));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(chat_controller::controller::run(ctx, Some(ns.clone()), async move {
+        let _ = stop_rx.await;
+    }));
+    let job = first_migration_job(&admin, &ns, Duration::from_secs(30)).await;
+    succeed_job(&admin, &ns, &job).await;
+    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let d = deps.clone();
+    eventually("Deployment", Duration::from_secs(30), || {
+        let d = d.clone();
+        async move { d.get_opt("demo").await.ok()? }
+    })
+    .await;
+    roll_out(&admin, &ns, "demo").await;
+    let cb = wait_condition(&admin, &ns, "demo", ct::READY, (ct::TRUE, reasons::AVAILABLE)).await;
+    assert_eq!(condition(&cb, ct::SERVICE_MONITOR).0, ct::TRUE, "the CRD reader lets it see ServiceMonitors");
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(20), run).await.expect("graceful shutdown").unwrap();
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
+        .delete(&format!("{ns}-crd-reader"), &Default::default())
+        .await;
 }

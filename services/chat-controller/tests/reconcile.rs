@@ -9,8 +9,9 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use chat_controller::conditions::{self as ct, reasons};
 use chat_controller::crd::{ChatBackend, MigrationState};
-use chat_controller::names::{annotations, conditions as ct, reasons};
+use chat_controller::names::annotations;
 use colloquy_contract::{env, paths};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -237,7 +238,8 @@ async fn missing_secret_degrades_then_recovers() {
     assert_eq!(condition(&cb, ct::DEGRADED), (ct::TRUE, reasons::SECRET_NOT_FOUND));
     assert_eq!(condition(&cb, ct::READY), (ct::FALSE, reasons::SECRET_NOT_FOUND));
     let text = serde_json::to_string(&cb.status).unwrap();
-    assert!(text.contains("\\\"db\\\" not found"), "{text}");
+    assert!(text.contains("\\\"db\\\" (spec.databaseUrlSecretRef) not found"), "{text}");
+    assert!(text.contains("create it or fix spec.databaseUrlSecretRef"), "the message says what to do: {text}");
     assert!(!text.contains("0123456789abcdef"), "secret value in status: {text}");
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     assert!(jobs.list(&Default::default()).await.unwrap().items.is_empty());
@@ -293,15 +295,17 @@ async fn spec_change_and_secret_rotation_roll_pods_and_new_image_waits_for_migra
     let h2 = config_hash(&deps.get(NAME).await.unwrap());
     assert_ne!(h1, h2, "secret rotation must change the config hash");
 
-    // PDB goes away when scaled to one replica (it is 1 here), appears at 3.
+    // A PDB with one replica (1 may be down: drains work), at 3, none at 0.
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
-    assert!(pdbs.get_opt(NAME).await.unwrap().is_none());
+    assert!(pdbs.get_opt(NAME).await.unwrap().is_some());
     backends.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.unwrap();
     reconcile_once(&ctx, ns, NAME).await;
     assert!(pdbs.get_opt(NAME).await.unwrap().is_some());
+    backends.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
+    reconcile_once(&ctx, ns, NAME).await;
+    assert!(pdbs.get_opt(NAME).await.unwrap().is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
     backends.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
     reconcile_once(&ctx, ns, NAME).await;
-    assert!(pdbs.get_opt(NAME).await.unwrap().is_none());
 
     // New image: a new migration Job; the Deployment keeps the old image until it succeeds.
     backends

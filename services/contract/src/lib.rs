@@ -216,6 +216,55 @@ pub mod defaults {
     const _: () = assert!(REQUEST_TIMEOUT_SECS <= SHUTDOWN_GRACE_SECS);
 }
 
+/// The provider detail of the chat API's `/readyz` body: the result of a
+/// cheap, rate-limited probe of the provider's endpoint and credentials, made
+/// by the chat API itself. The controller reads it from the chat pods to set
+/// the ChatBackend's `ProviderReady` condition.
+pub mod readiness {
+    /// Field of the `/readyz` JSON body holding the provider detail object.
+    pub const PROVIDER_FIELD: &str = "provider";
+    /// Fields of the provider detail object.
+    pub const STATE: &str = "state";
+    pub const MESSAGE: &str = "message";
+    /// RFC 3339 time of the probe.
+    pub const CHECKED_AT: &str = "checkedAt";
+    /// Values of [`STATE`].
+    pub mod state {
+        /// The endpoint answered and accepted the credentials.
+        pub const OK: &str = "ok";
+        /// The endpoint rejected the credentials (401/403).
+        pub const UNAUTHORIZED: &str = "unauthorized";
+        /// The endpoint could not be reached or answered with an error.
+        pub const UNREACHABLE: &str = "unreachable";
+        /// Not probed yet.
+        pub const UNKNOWN: &str = "unknown";
+    }
+    /// Shortest interval between two probes of the provider by one chat API process.
+    pub const PROBE_INTERVAL_SECS: u64 = 60;
+}
+
+/// What `chat-api migrate` reports when it ends: one JSON object written to
+/// the container's termination message (`/dev/termination-log`), which the
+/// controller reads from the migration Job's pod.
+pub mod migration_report {
+    /// Where Kubernetes reads the termination message from (its default path).
+    pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+    /// The newest migration compiled into the binary (integer).
+    pub const MIGRATIONS_VERSION: &str = "migrationsVersion";
+    /// The newest migration the database reports as applied after the run (integer).
+    pub const SCHEMA_VERSION: &str = "schemaVersion";
+    /// Why the run failed (no secrets), when it failed.
+    pub const ERROR: &str = "error";
+    /// `chat-api migrate --print-version`: prints the binary's migrations version and exits.
+    pub const PRINT_VERSION_FLAG: &str = "--print-version";
+}
+
+/// Labels of the container images.
+pub mod image_labels {
+    /// The newest migration compiled into the chat API image (set by the Dockerfile).
+    pub const MIGRATIONS_VERSION: &str = "dev.colloquy.migrations-version";
+}
+
 /// Values of `TITLES`.
 pub mod titles {
     /// The first user message, cut to 100 characters (the seed's behaviour).
@@ -260,4 +309,10 @@ pub mod commands {
 pub mod headers {
     pub const API_KEY: &str = "x-api-key";
     pub const REQUEST_ID: &str = "x-request-id";
+}
+
+/// Values of the on/off settings (`SUMMARIES`, `API_DOCS`).
+pub mod switch {
+    pub const ON: &str = "on";
+    pub const OFF: &str = "off";
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::db;
+use crate::{db, provider_probe};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthBody {
@@ -24,6 +24,11 @@ pub struct ReadyBody {
     pub status: &'static str,
     /// `ok` or `unreachable`.
     pub database: &'static str,
+    /// The provider probe's last outcome (`state`, `message`, `checkedAt`);
+    /// informative only: it never makes the pod unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub provider: Option<serde_json::Value>,
 }
 
 /// The seed's health check: the process is up.
@@ -47,8 +52,12 @@ pub async fn livez() -> Json<HealthBody> {
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody>) {
     if db::ping(&state.pool).await {
-        (StatusCode::OK, Json(ReadyBody { status: "ready", database: "ok" }))
+        (
+            StatusCode::OK,
+            Json(ReadyBody { status: "ready", database: "ok", provider: provider_probe::readiness_detail() }),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(ReadyBody { status: "not_ready", database: "unreachable" }))
+        let provider = provider_probe::readiness_detail();
+        (StatusCode::SERVICE_UNAVAILABLE, Json(ReadyBody { status: "not_ready", database: "unreachable", provider }))
     }
 }

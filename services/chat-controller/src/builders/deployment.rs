@@ -6,15 +6,15 @@ use colloquy_contract::{commands, defaults, paths};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, HTTPGetAction, Lifecycle,
-    LifecycleHandler, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SleepAction, Volume, VolumeMount,
+    LifecycleHandler, PodTemplateSpec, Probe, ResourceRequirements, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use crate::builders::configmap::secret_env;
-use crate::builders::{common_labels, container_security_context, owned_meta, pod_security_context, selector_labels};
+use crate::builders::configmap::container_env;
+use crate::builders::{base_pod_spec, common_labels, container_security_context, owned_meta, selector_labels};
 use crate::crd::ChatBackend;
 use crate::error::Result;
 use crate::names::{self, annotations, labels};
@@ -45,25 +45,6 @@ fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
-/// How a chat pod stops, from the chat API's shutdown settings (`SHUTDOWN_DRAIN_SECS`,
-/// `SHUTDOWN_GRACE_SECS`): a preStop pause while Kubernetes withdraws the pod's endpoints (the
-/// pod keeps serving; the image has no shell, hence the `sleep` action), then SIGTERM starts the
-/// server's drain and the grace for in-flight turns. `terminationGracePeriodSeconds` covers all of
-/// it (Kubernetes counts the preStop hook against it), so a rollout never cuts a turn the
-/// provider timeout still allows. Returns `(preStop lifecycle, grace period seconds)`.
-pub fn shutdown(drain_secs: u64, grace_secs: u64) -> (Lifecycle, i64) {
-    let pause = defaults::prestop_pause_secs(drain_secs);
-    let lifecycle = Lifecycle {
-        pre_stop: Some(LifecycleHandler {
-            sleep: Some(SleepAction { seconds: i64::try_from(pause).unwrap_or(i64::MAX) }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let period = defaults::termination_grace_period_secs(drain_secs, grace_secs);
-    (lifecycle, i64::try_from(period).unwrap_or(i64::MAX))
-}
-
 /// The `/tmp` emptyDir (the root filesystem is read-only).
 pub fn tmp_volume() -> (Volume, VolumeMount) {
     (
@@ -72,21 +53,36 @@ pub fn tmp_volume() -> (Volume, VolumeMount) {
     )
 }
 
-/// The env of every chat API container: the ConfigMap plus `secretKeyRef`s.
-pub fn env_from_configmap(cb: &ChatBackend) -> Vec<EnvFromSource> {
-    vec![EnvFromSource {
+/// The env sources of every chat API container: the ConfigMap, then the user's `envFrom`.
+pub fn env_from(cb: &ChatBackend) -> Vec<EnvFromSource> {
+    let mut v = vec![EnvFromSource {
         config_map_ref: Some(ConfigMapEnvSource { name: names::configmap_name(&cb.name_any()), optional: Some(false) }),
         ..Default::default()
-    }]
+    }];
+    v.extend(cb.spec.env_from.iter().cloned());
+    v
 }
 
+/// `terminationGracePeriodSeconds` of the chat pods: the preStop pause
+/// (`drain`), then the server's own shutdown after SIGTERM (it keeps
+/// accepting for `drain` seconds, then gives in-flight turns `grace`
+/// seconds), plus a margin before the kubelet's SIGKILL.
+/// The arithmetic is the contract's, shared with the chat API's shutdown.
+pub fn termination_grace_secs(drain: i64, grace: i64) -> i64 {
+    let secs = defaults::termination_grace_period_secs(drain.max(0).unsigned_abs(), grace.max(0).unsigned_abs());
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+/// Seconds between the end of the server's grace period and SIGKILL.
+pub const SHUTDOWN_MARGIN_SECS: i64 = defaults::SHUTDOWN_EXIT_MARGIN_SECS as i64;
+
 /// The Deployment running `image` with the pod-template `config_hash`.
+/// With `spec.autoscaling`, `replicas` is left out: the HPA owns it.
 pub fn deployment(cb: &ChatBackend, image: &str, config_hash: &str) -> Result<Deployment> {
     let mut pod_annotations = cb.spec.pod_annotations.clone();
     pod_annotations.insert(annotations::CONFIG_HASH.to_string(), config_hash.to_string());
     let (tmp_vol, tmp_mount) = tmp_volume();
-    // The chat API's defaults; a ChatBackend cannot change them (yet), so these are what it runs with.
-    let (lifecycle, grace_period) = shutdown(defaults::SHUTDOWN_DRAIN_SECS, defaults::SHUTDOWN_GRACE_SECS);
+    let (drain, grace) = cb.spec.shutdown_secs();
     let container = Container {
         name: names::CONTAINER_NAME.to_string(),
         image: Some(image.to_string()),
@@ -105,21 +101,36 @@ pub fn deployment(cb: &ChatBackend, image: &str, config_hash: &str) -> Result<De
                 ..Default::default()
             },
         ]),
-        env_from: Some(env_from_configmap(cb)),
-        env: Some(secret_env(&cb.spec)),
+        env_from: Some(env_from(cb)),
+        env: Some(container_env(&cb.spec)),
         liveness_probe: Some(http_probe(paths::LIVEZ, 10, 3)),
         readiness_probe: Some(http_probe(paths::READYZ, 5, 3)),
         startup_probe: Some(http_probe(paths::LIVEZ, 2, 30)),
+        // Keeps serving while the endpoints are withdrawn, before SIGTERM
+        // (the `sleep` action: the distroless image has no shell).
+        lifecycle: (drain > 0).then(|| Lifecycle {
+            pre_stop: Some(LifecycleHandler { sleep: Some(SleepAction { seconds: drain }), ..Default::default() }),
+            ..Default::default()
+        }),
         resources: Some(cb.spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(container_security_context()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         volume_mounts: Some(vec![tmp_mount]),
-        lifecycle: Some(lifecycle),
         ..Default::default()
+    };
+    let mut pod = base_pod_spec(cb);
+    pod.containers = vec![container];
+    pod.volumes = Some(vec![tmp_vol]);
+    pod.termination_grace_period_seconds = Some(termination_grace_secs(drain, grace));
+    pod.topology_spread_constraints = if cb.spec.topology_spread_constraints.is_empty() {
+        None
+    } else {
+        Some(cb.spec.topology_spread_constraints.clone())
     };
     Ok(Deployment {
         metadata: owned_meta(cb, cb.name_any(), labels::COMPONENT_API)?,
         spec: Some(DeploymentSpec {
-            replicas: Some(cb.spec.replicas),
+            replicas: if cb.spec.autoscaling.is_some() { None } else { Some(cb.spec.replicas) },
             revision_history_limit: Some(5),
             selector: LabelSelector { match_labels: Some(selector_labels(cb)), ..Default::default() },
             template: PodTemplateSpec {
@@ -128,14 +139,7 @@ pub fn deployment(cb: &ChatBackend, image: &str, config_hash: &str) -> Result<De
                     annotations: Some(pod_annotations),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    service_account_name: cb.spec.service_account_name.clone(),
-                    security_context: Some(pod_security_context()),
-                    containers: vec![container],
-                    volumes: Some(vec![tmp_vol]),
-                    termination_grace_period_seconds: Some(grace_period),
-                    ..Default::default()
-                }),
+                spec: Some(pod),
             },
             ..Default::default()
         }),
@@ -214,27 +218,10 @@ mod tests {
         let ann = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
         assert_eq!(ann["team"], "chat");
         assert_eq!(current_image(&d).as_deref(), Some("img:1"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
         let sel = d.spec.as_ref().unwrap().selector.match_labels.as_ref().unwrap();
         let tmpl = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert!(sel.iter().all(|(k, v)| tmpl.get(k) == Some(v)), "selector must match template");
-    }
-
-    #[test]
-    fn grace_period_covers_prestop_drain_and_grace() {
-        let d = deployment(&backend(), "img:1", "abc").unwrap();
-        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        let sleep = pod.containers[0].lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap().sleep.as_ref().unwrap();
-        let period = pod.termination_grace_period_seconds.unwrap();
-        let drain = i64::try_from(defaults::SHUTDOWN_DRAIN_SECS).unwrap();
-        let grace = i64::try_from(defaults::SHUTDOWN_GRACE_SECS).unwrap();
-        assert!(sleep.seconds >= 1, "a preStop pause while the endpoints are withdrawn");
-        assert!(period >= sleep.seconds + drain + grace, "{period} < {} + {drain} + {grace}", sleep.seconds);
-        assert!(
-            grace > i64::try_from(defaults::LLM_TIMEOUT_SECS).unwrap(),
-            "a turn the provider timeout allows must fit in the grace period"
-        );
-        let (_, longer) = shutdown(10, 300);
-        assert!(longer >= 10 + 10 + 300);
     }
 
     #[test]
@@ -243,5 +230,48 @@ mod tests {
         let a = deployment(&cb, "img:1", "a").unwrap();
         let b = deployment(&cb, "img:1", "b").unwrap();
         assert_ne!(a.spec.unwrap().template, b.spec.unwrap().template);
+    }
+
+    #[test]
+    fn shutdown_timings_follow_the_settings() {
+        let cb = backend();
+        let d = deployment(&cb, "img:1", "abc").unwrap();
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let (drain, grace) = (
+            colloquy_contract::defaults::SHUTDOWN_DRAIN_SECS as i64,
+            colloquy_contract::defaults::SHUTDOWN_GRACE_SECS as i64,
+        );
+        assert_eq!(pod.termination_grace_period_seconds, Some(2 * drain + grace + SHUTDOWN_MARGIN_SECS));
+        let sleep = container(&d).lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap().sleep.as_ref().unwrap();
+        assert_eq!(sleep.seconds, drain);
+        // The grace period covers a whole provider call.
+        assert!(grace > colloquy_contract::defaults::LLM_TIMEOUT_SECS as i64);
+
+        let full = &crate::builders::testutil::full_backends()[0];
+        let d = deployment(full, "img:1", "abc").unwrap();
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.termination_grace_period_seconds, Some(3 + 3 + 40 + SHUTDOWN_MARGIN_SECS));
+    }
+
+    #[test]
+    fn pod_level_fields_and_autoscaling() {
+        let full = &crate::builders::testutil::full_backends()[0];
+        let d = deployment(full, "img:1", "abc").unwrap();
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, None, "the HPA owns replicas");
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "chat");
+        assert_eq!(pod.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
+        assert!(pod.affinity.as_ref().unwrap().node_affinity.is_some());
+        assert_eq!(pod.topology_spread_constraints.as_ref().unwrap().len(), 1);
+        assert_eq!(pod.priority_class_name.as_deref(), Some("chat-critical"));
+        assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+        assert_eq!(pod.service_account_name.as_deref(), Some("demo"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = container(&d);
+        assert!(c.env.as_ref().unwrap().iter().any(|e| e.name == "HTTPS_PROXY"));
+        let from = c.env_from.as_ref().unwrap();
+        assert_eq!(from.len(), 2);
+        assert_eq!(from[1].config_map_ref.as_ref().unwrap().name, "extra");
     }
 }

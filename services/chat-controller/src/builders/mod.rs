@@ -3,14 +3,19 @@
 
 pub mod configmap;
 pub mod deployment;
+pub mod hpa;
 pub mod job;
+pub mod networkpolicy;
 pub mod pdb;
+#[cfg(test)]
+mod registry_tests;
 pub mod service;
+pub mod serviceaccount;
 pub mod servicemonitor;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, SeccompProfile, SecurityContext};
+use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -59,6 +64,44 @@ pub fn desired_image(cb: &ChatBackend, default_image: &str) -> String {
     cb.spec.image.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| default_image.to_string())
 }
 
+/// Label selector string of the chat API pods (`status.selector`, for the scale subresource).
+pub fn selector_string(cb: &ChatBackend) -> String {
+    selector_labels(cb).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// The ServiceAccount the chat pods and the migration Job run as: the
+/// spec's name, the created one (named after the ChatBackend), or the
+/// namespace default (`None`).
+pub fn service_account_name(cb: &ChatBackend) -> Option<String> {
+    cb.spec
+        .service_account_name
+        .clone()
+        .or_else(|| cb.spec.service_account.as_ref().filter(|s| s.create).map(|_| cb.name_any()))
+}
+
+/// Pod-level settings shared by the chat API pods and the migration Job:
+/// service account (its token is not mounted: the chat API never calls the
+/// Kubernetes API), scheduling, image pull secrets, security context.
+pub fn base_pod_spec(cb: &ChatBackend) -> PodSpec {
+    let s = &cb.spec;
+    PodSpec {
+        service_account_name: service_account_name(cb),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security_context()),
+        node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
+        tolerations: non_empty(&s.tolerations),
+        affinity: s.affinity.clone(),
+        priority_class_name: s.priority_class_name.clone(),
+        image_pull_secrets: non_empty(&s.image_pull_secrets),
+        ..Default::default()
+    }
+}
+
+fn non_empty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
 /// Non-root pod security context.
 pub fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
@@ -85,27 +128,87 @@ pub fn container_security_context() -> SecurityContext {
 #[cfg(test)]
 pub(crate) mod testutil {
     use crate::crd::*;
+    use serde_json::json;
+
+    fn from(spec: serde_json::Value) -> ChatBackend {
+        let mut cb: ChatBackend = serde_json::from_value(json!({
+            "apiVersion": "colloquy.dev/v1alpha1", "kind": "ChatBackend",
+            "metadata": {"name": "demo", "namespace": "ns", "uid": "0000-uid"},
+            "spec": spec,
+        }))
+        .expect("valid ChatBackend");
+        cb.metadata.namespace = Some("ns".into());
+        cb
+    }
 
     /// A mock-provider ChatBackend `demo` in namespace `ns` with a uid.
     pub fn backend() -> ChatBackend {
-        let mut cb = ChatBackend::new(
-            "demo",
-            ChatBackendSpec {
-                image: None,
-                replicas: 2,
-                provider: ProviderSpec { mock: Some(MockProvider {}), ..Default::default() },
-                database_url_secret_ref: SecretKeyRef { name: "db".into(), key: "url".into() },
-                api_key_secret_ref: SecretKeyRef { name: "api".into(), key: "key".into() },
-                cors: Some(CorsSpec { allowed_origins: vec!["https://a.example".into(), "https://b.example".into()] }),
-                system_prompt: Some("Be brief.".into()),
-                resources: None,
-                pod_annotations: [("team".to_string(), "chat".to_string())].into(),
-                service_account_name: Some("chat".into()),
-                monitoring: None,
-            },
-        );
-        cb.metadata.namespace = Some("ns".into());
-        cb.metadata.uid = Some("0000-uid".into());
-        cb
+        from(json!({
+            "replicas": 2,
+            "provider": {"mock": {}},
+            "databaseUrlSecretRef": {"name": "db", "key": "url"},
+            "apiKeySecretRef": {"name": "api", "key": "key"},
+            "cors": {"allowedOrigins": ["https://a.example", "https://b.example"]},
+            "systemPrompt": "Be brief.",
+            "podAnnotations": {"team": "chat"},
+            "serviceAccountName": "chat",
+        }))
+    }
+
+    /// ChatBackends with every optional field set, one per provider kind (each
+    /// with a fallback provider of another kind): together they produce every
+    /// setting the controller can set.
+    pub fn full_backends() -> Vec<ChatBackend> {
+        let providers = [
+            json!({"azureOpenAI": {"endpoint": "https://x.openai.azure.com", "deployment": "gpt",
+                                    "apiKeySecretRef": {"name": "azure", "key": "k"}}}),
+            json!({"openAI": {"baseUrl": "http://llm:8080/v1", "model": "llama",
+                               "apiKeySecretRef": {"name": "openai", "key": "k"}}}),
+            json!({"vertexAI": {"projectId": "p", "location": "europe-west4", "model": "gemini",
+                                 "endpoint": "https://private.example"}}),
+            json!({"mock": {}}),
+        ];
+        (0..providers.len())
+            .map(|i| {
+                from(json!({
+                    "replicas": 2,
+                    "autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 60},
+                    "provider": providers[i],
+                    "fallbackProvider": providers[(i + 1) % providers.len()],
+                    "databaseUrlSecretRef": {"name": "db", "key": "url"},
+                    "apiKeySecretRef": {"name": "api", "key": "key"},
+                    "cors": {"allowedOrigins": ["https://a.example"]},
+                    "systemPrompt": "Be brief.",
+                    "auth": {"jwt": {"secretRef": {"name": "jwt", "key": "secret"},
+                                      "jwksUrl": "https://issuer.example/.well-known/jwks.json",
+                                      "audience": "chat", "issuer": "https://issuer.example"}},
+                    "telemetry": {"logLevel": "debug", "logFormat": "text", "otlpEndpoint": "http://otel:4318",
+                                  "otlpTracesEndpoint": "http://otel:4318/v1/traces", "serviceName": "support-chat",
+                                  "sampler": "parentbased_traceidratio", "samplingRatio": 0.25},
+                    "limits": {"maxHistoryMessages": 20, "maxMessageChars": 4000, "maxBodyBytes": 65536,
+                               "llmTimeoutSecs": 30, "requestTimeoutSecs": 45, "maxInFlight": 64,
+                               "databaseMaxConnections": 8},
+                    "rateLimit": {"requestsPerMinute": 60, "tokensPerMinute": 100000},
+                    "resilience": {"maxRetries": 2, "breaker": {"failures": 5, "cooldownSecs": 15}},
+                    "conversations": {"summaries": false, "titles": "provider"},
+                    "idempotency": {"ttlSecs": 600},
+                    "apiDocs": false,
+                    "shutdown": {"drainSecs": 3, "graceSecs": 40},
+                    "migration": {"retry": 1, "timeoutSecs": 90},
+                    "serviceAccount": {"create": true, "gcpServiceAccount": "chat@p.iam.gserviceaccount.com"},
+                    "nodeSelector": {"pool": "chat"},
+                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "chat", "effect": "NoSchedule"}],
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                        "whenUnsatisfiable": "ScheduleAnyway"}],
+                    "priorityClassName": "chat-critical",
+                    "imagePullSecrets": [{"name": "regcred"}],
+                    "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+                    "envFrom": [{"configMapRef": {"name": "extra"}}],
+                    "networkPolicy": {"apiNamespaceSelector": {"matchLabels": {"team": "web"}}},
+                }))
+            })
+            .collect()
     }
 }

@@ -1,4 +1,8 @@
-//! PodDisruptionBudget, only when `replicas > 1`.
+//! The PodDisruptionBudget: at most one chat pod down at a time through
+//! voluntary disruptions (node drains). With one replica that still lets a
+//! drain evict it (a `minAvailable: 1` would block drains for ever); with
+//! many it drains them one by one. Unhealthy pods may always be evicted, so
+//! a broken rollout never blocks a drain. None when scaled to zero.
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -10,9 +14,9 @@ use crate::crd::ChatBackend;
 use crate::error::Result;
 use crate::names::labels;
 
-/// The PDB (at most one pod unavailable), or `None` when the ChatBackend has ≤ 1 replica.
+/// The PDB, or `None` when the ChatBackend runs no pods.
 pub fn pdb(cb: &ChatBackend) -> Result<Option<PodDisruptionBudget>> {
-    if cb.spec.replicas <= 1 {
+    if cb.spec.autoscaling.is_none() && cb.spec.replicas < 1 {
         return Ok(None);
     }
     Ok(Some(PodDisruptionBudget {
@@ -20,6 +24,7 @@ pub fn pdb(cb: &ChatBackend) -> Result<Option<PodDisruptionBudget>> {
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector { match_labels: Some(selector_labels(cb)), ..Default::default() }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_string()),
             ..Default::default()
         }),
         ..Default::default()
@@ -32,10 +37,17 @@ mod tests {
     use crate::builders::testutil::backend;
 
     #[test]
-    fn pdb_only_for_several_replicas() {
+    fn pdb_for_one_and_many_but_not_zero() {
         let mut cb = backend();
-        assert!(pdb(&cb).unwrap().is_some());
-        cb.spec.replicas = 1;
+        for replicas in [1, 2, 10] {
+            cb.spec.replicas = replicas;
+            let p = pdb(&cb).unwrap().expect("a PDB");
+            let spec = p.spec.unwrap();
+            assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+            assert_eq!(spec.min_available, None);
+            assert_eq!(spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
+        }
+        cb.spec.replicas = 0;
         assert!(pdb(&cb).unwrap().is_none());
     }
 }

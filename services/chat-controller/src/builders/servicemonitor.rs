@@ -20,6 +20,12 @@ pub fn api_resource() -> ApiResource {
 
 /// The ServiceMonitor scraping the Service's `metrics` port, or `None` when not requested.
 pub fn service_monitor(cb: &ChatBackend) -> Result<Option<DynamicObject>> {
+    service_monitor_with(cb, &api_resource())
+}
+
+/// [`service_monitor`] for the ServiceMonitor API `ar` (the Prometheus
+/// Operator's in production; tests use a look-alike group).
+pub fn service_monitor_with(cb: &ChatBackend, ar: &ApiResource) -> Result<Option<DynamicObject>> {
     let Some(sm) = cb.spec.monitoring.as_ref().and_then(|m| m.service_monitor.as_ref()).filter(|s| s.enabled) else {
         return Ok(None);
     };
@@ -34,7 +40,7 @@ pub fn service_monitor(cb: &ChatBackend) -> Result<Option<DynamicObject>> {
     if let Some(interval) = &sm.interval {
         endpoint["interval"] = serde_json::Value::String(interval.clone());
     }
-    let mut obj = DynamicObject::new(&cb.name_any(), &api_resource());
+    let mut obj = DynamicObject::new(&cb.name_any(), ar);
     obj.metadata = meta;
     obj.data = serde_json::json!({
         "spec": {

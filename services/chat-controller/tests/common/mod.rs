@@ -2,6 +2,8 @@
 //! (`eval "$(scripts/k8s-testenv.sh up)"` sets `KUBECONFIG`).
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +32,11 @@ fn require_kubeconfig() {
 
 pub async fn client() -> Client {
     require_kubeconfig();
+    // Logs of the code under test, with RUST_LOG (e.g. `RUST_LOG=chat_controller=debug`).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let c = Client::try_default().await.expect("kube client from KUBECONFIG");
     ensure_crd(&c).await;
     c
@@ -50,6 +57,26 @@ pub async fn counting_client() -> (Client, Arc<AtomicUsize>) {
     });
     let client = kube::client::ClientBuilder::try_from(config).expect("client builder").with_layer(&layer).build();
     (client, writes)
+}
+
+/// Requests a client sent, by kind: `(method, uri)` of each non-watch request.
+pub type RequestLog = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A client that records every request except watches (long-running, not per reconcile).
+pub async fn recording_client() -> (Client, RequestLog) {
+    require_kubeconfig();
+    let config = kube::Config::infer().await.expect("kubeconfig");
+    let log: RequestLog = Default::default();
+    let l = log.clone();
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        let uri = req.uri().to_string();
+        if !uri.contains("watch=true") {
+            l.lock().unwrap().push((req.method().to_string(), uri));
+        }
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(config).expect("client builder").with_layer(&layer).build();
+    (client, log)
 }
 
 /// A client that rewrites every request URI containing `from` to contain `to`
@@ -183,6 +210,38 @@ pub async fn create_backend(client: &Client, ns: &str, cb: &ChatBackend) -> Chat
 
 pub fn context(client: &Client) -> Arc<Context> {
     Arc::new(Context::new(client.clone(), "registry.test/chat-api:default", Metrics::new(), None))
+}
+
+/// Runs the controller (scoped to `ns`) with `ctx`; returns the stop handle and the task.
+pub fn start_controller(
+    ctx: Arc<Context>,
+    ns: &str,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(chat_controller::controller::run(ctx, Some(ns.to_string()), async move {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, run)
+}
+
+pub async fn stop_controller(stop_tx: tokio::sync::oneshot::Sender<()>, run: tokio::task::JoinHandle<()>) {
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(20), run).await.expect("controller shuts down gracefully").unwrap();
+}
+
+/// Waits until the ChatBackend's condition `type_` has `status` and `reason`.
+pub async fn wait_condition(client: &Client, ns: &str, name: &str, type_: &str, want: (&str, &str)) -> ChatBackend {
+    let api: Api<ChatBackend> = Api::namespaced(client.clone(), ns);
+    let what = format!("{type_}={}/{}", want.0, want.1);
+    eventually(&what, Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            let cb = api.get(name).await.ok()?;
+            let c = cb.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+            (c.status == want.0 && c.reason == want.1).then_some(cb.clone())
+        }
+    })
+    .await
 }
 
 /// Fetches the ChatBackend and reconciles it once.
