@@ -8,7 +8,10 @@ use std::path::Path;
 const MIGRATIONS: &str = "../../migrations";
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(MIGRATIONS);
+    // Read at run time (not `env!`): a build directory reused from another
+    // checkout must still look at this checkout's migrations.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for build scripts");
+    let dir = Path::new(&manifest_dir).join(MIGRATIONS);
     // Relative to the package: an absolute path would pin the check to the
     // checkout that first built this target directory, and a build reusing it
     // from another checkout (worktree, CI cache) would keep a stale version.

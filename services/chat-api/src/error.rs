@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The provider failed or answered with something we cannot use.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// Another turn holds the conversation and did not finish within the wait.
+    #[error("another turn of this conversation is in progress; retry after it (waited {0:?})")]
+    ConversationBusy(Duration),
     /// PostgreSQL cannot be reached right now.
     #[error("the database is unavailable, try again shortly")]
     DatabaseUnavailable(#[source] sqlx::Error),
@@ -44,6 +47,10 @@ impl ApiError {
         Self::NotFound("conversation not found".to_owned())
     }
 
+    pub fn conversation_busy(waited: Duration) -> Self {
+        Self::ConversationBusy(waited)
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -56,6 +63,7 @@ impl ApiError {
                 ProviderError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::BAD_GATEWAY,
             },
+            Self::ConversationBusy(_) => StatusCode::CONFLICT,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,9 +82,25 @@ impl ApiError {
                 ProviderError::RateLimited { .. } => "upstream_rate_limited",
                 _ => "upstream_error",
             },
+            Self::ConversationBusy(_) => "conversation_busy",
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Internal(_) => "internal_error",
         }
+    }
+
+    /// Logs what the caller is not told (server-side failures).
+    pub fn log(&self) {
+        match self {
+            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            Self::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            Self::Provider(e) => tracing::warn!(error = %e, "provider call failed"),
+            _ => {}
+        }
+    }
+
+    /// The JSON error body (also the data of a stream's `error` event).
+    pub fn body(&self, request_id: Option<String>) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: self.code().to_owned(), message: self.to_string(), request_id } }
     }
 }
 
@@ -114,19 +138,8 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-            Self::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
-            Self::Provider(e) => tracing::warn!(error = %e, "provider call failed"),
-            _ => {}
-        }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-                request_id: request_id::current(),
-            },
-        };
+        self.log();
+        let body = self.body(request_id::current());
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
@@ -139,7 +152,7 @@ impl IntoResponse for ApiError {
                 let secs = retry_after.unwrap_or(Duration::from_secs(1)).as_secs().max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            Self::DatabaseUnavailable(_) => {
+            Self::DatabaseUnavailable(_) | Self::ConversationBusy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

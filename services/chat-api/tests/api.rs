@@ -21,7 +21,11 @@ mod failures;
 mod http_surface;
 #[path = "api/lifecycle.rs"]
 mod lifecycle;
+#[path = "api/order.rs"]
+mod order;
 #[path = "api/schema.rs"]
 mod schema;
+#[path = "api/stream.rs"]
+mod stream;
 #[path = "api/summaries.rs"]
 mod summaries;

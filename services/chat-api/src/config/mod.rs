@@ -69,7 +69,7 @@ pub enum ProviderConfig {
         project_id: String,
         location: String,
         model: String,
-        /// Base URL; defaults to `https://{location}-aiplatform.googleapis.com`.
+        /// Base URL; defaults to Google's endpoint for the location (`llm::vertex::default_endpoint`).
         endpoint: String,
         /// Host (and optional port) of the metadata server.
         metadata_host: String,
@@ -121,6 +121,8 @@ pub struct Config {
     pub allowed_origins: AllowedOrigins,
     pub provider: ProviderConfig,
     pub llm_timeout: Duration,
+    /// How long a turn waits for a conversation another turn holds.
+    pub turn_wait: Duration,
     pub system_prompt: Option<String>,
     pub max_history_messages: usize,
     pub max_message_chars: usize,
@@ -253,6 +255,7 @@ impl Config {
             allowed_origins: allowed_origins(&vars)?,
             provider: provider(&vars, secrets)?,
             llm_timeout: Duration::from_secs(vars.positive(names::LLM_TIMEOUT_SECS, defaults::LLM_TIMEOUT_SECS)?),
+            turn_wait: Duration::from_secs(vars.positive(names::TURN_WAIT_SECS, defaults::TURN_WAIT_SECS)?),
             system_prompt: vars.get(names::SYSTEM_PROMPT),
             max_history_messages: vars.positive(names::MAX_HISTORY_MESSAGES, defaults::MAX_HISTORY_MESSAGES)?,
             max_message_chars: vars.positive(names::MAX_MESSAGE_CHARS, DEFAULT_MAX_MESSAGE_CHARS)?,
@@ -338,7 +341,7 @@ fn provider(vars: &Vars<'_>, secrets: &SecretValues) -> Result<ProviderConfig, C
             }
             let endpoint = match vars.get(names::VERTEX_ENDPOINT) {
                 Some(raw) => check_url(names::VERTEX_ENDPOINT, &raw)?,
-                None => format!("https://{location}-aiplatform.googleapis.com"),
+                None => crate::llm::vertex::default_endpoint(&location),
             };
             Ok(ProviderConfig::VertexAi {
                 project_id: vars.required(names::VERTEX_PROJECT_ID, &hint("the Google Cloud project"))?,

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod listing;
 pub mod summaries;
 pub mod tasks;
+pub mod turns;
 
 use std::time::{Duration, Instant};
 

@@ -26,6 +26,7 @@ use super::{chat, conversations, health};
         health::livez,
         health::readyz,
     ),
+    components(schemas(chat::StreamConversationEvent, chat::StreamDeltaEvent, chat::SimpleChatResponse)),
     modifiers(&Security),
     tags(
         (name = "chat", description = "Chat turns"),

@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod sse;
 
 pub use fake_upstream::*;
