@@ -121,7 +121,7 @@ pub struct ChatBackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resilience: Option<ResilienceSpec>,
 
-    /// Conversation features: summaries and titles.
+    /// Conversation features: summaries, titles and turn order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversations: Option<ConversationsSpec>,
 
@@ -504,7 +504,7 @@ pub struct BreakerSpec {
     pub cooldown_secs: Option<i64>,
 }
 
-/// `spec.conversations`: summaries and titles.
+/// `spec.conversations`: summaries, titles and turn order.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationsSpec {
@@ -514,6 +514,11 @@ pub struct ConversationsSpec {
     /// How conversations get their titles (`TITLES`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub titles: Option<Titles>,
+    /// Seconds a turn waits for another turn of the same conversation before
+    /// answering 409 conversation_busy (`TURN_WAIT_SECS`, default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub turn_wait_secs: Option<i64>,
 }
 
 /// Title of new conversations.

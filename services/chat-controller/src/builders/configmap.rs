@@ -144,6 +144,9 @@ pub fn config_data(spec: &ChatBackendSpec) -> Result<BTreeMap<String, String>> {
     if let Some(m) = &spec.migration {
         num(env::MIGRATE_TIMEOUT_SECS, m.timeout_secs);
     }
+    if let Some(c) = &spec.conversations {
+        num(env::TURN_WAIT_SECS, c.turn_wait_secs);
+    }
     // Always explicit: the pods' preStop pause and grace period are computed from them.
     let (drain, grace) = spec.shutdown_secs();
     num(env::SHUTDOWN_DRAIN_SECS, Some(drain));
@@ -328,6 +331,7 @@ mod tests {
             (env::LLM_BREAKER_COOLDOWN_SECS, "15"),
             (env::SUMMARIES, "off"),
             (env::TITLES, "provider"),
+            (env::TURN_WAIT_SECS, "20"),
             (env::API_DOCS, "off"),
             (env::SHUTDOWN_DRAIN_SECS, "3"),
             (env::SHUTDOWN_GRACE_SECS, "40"),

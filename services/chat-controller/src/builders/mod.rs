@@ -190,7 +190,7 @@ pub(crate) mod testutil {
                                "databaseMaxConnections": 8},
                     "rateLimit": {"requestsPerMinute": 60, "tokensPerMinute": 100000},
                     "resilience": {"maxRetries": 2, "breaker": {"failures": 5, "cooldownSecs": 15}},
-                    "conversations": {"summaries": false, "titles": "provider"},
+                    "conversations": {"summaries": false, "titles": "provider", "turnWaitSecs": 20},
                     "idempotency": {"ttlSecs": 600},
                     "apiDocs": false,
                     "shutdown": {"drainSecs": 3, "graceSecs": 40},
