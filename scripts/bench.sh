@@ -13,7 +13,27 @@
 #     concurrency: the PostgreSQL ceiling for this machine.
 #
 # turns/s is counted from rows actually stored (assistant messages), so errors
-# are not throughput. Everything started here is stopped on exit.
+# are not throughput.
+#
+# Then the streaming run: with answers that take 10-60 s, the number of turns
+# in flight, not turns per second, sizes a deployment:
+#
+#   * a fake Azure upstream that paces a stream (nginx cannot): the
+#     `bench_stream_upstream` example of chat-api, 50 chunks over 10 s;
+#   * a fresh chat-api process pointed at it;
+#   * the `bench_stream_client` example starting streamed turns (new
+#     conversations) at BENCH_STREAM_RATE per second for BENCH_STREAM_TURNS
+#     turns, so rate x 10 s = 10,000 turns are in flight at once; the file
+#     descriptor limit is raised for that (to the hard limit at most). Upstream,
+#     chat-api holds one HTTP/1.1 connection per turn; the client speaks HTTP/2
+#     (h2c) over BENCH_STREAM_H2_CONNECTIONS connections (64; 0: HTTP/1.1, a
+#     connection per turn), as a proxying server or an ingress does: with
+#     HTTP/1.1 on both sides chat-api would need two sockets per turn, more than
+#     a 20,000 hard open-file limit allows at 10,000 turns;
+#   * it prints chat-api's peak RSS and CPU, the time to the first delta and to
+#     `done` added over the upstream's own (p50/p99), and failed turns.
+#
+# Everything started here is stopped on exit.
 #
 #   scripts/bench.sh
 #
@@ -23,7 +43,11 @@
 # the service default), RUST_LOG (warn), BENCH_SKIP_BUILD=1 (use the existing
 # release binary), BENCH_BIN (benchmark this chat-api binary instead; no build),
 # BENCH_SKIP_PGBENCH=1, BENCH_DB_SETTINGS (see below), BENCH_MIX (mixed: half
-# new, half continuing; or new, continue: one kind only, to see what each costs).
+# new, half continuing; or new, continue: one kind only, to see what each costs),
+# BENCH_RUNS ("turns stream": which runs), BENCH_STREAM_TURNS (10000),
+# BENCH_STREAM_RATE (1000 turns started per second), BENCH_STREAM_CHUNKS (50),
+# BENCH_STREAM_SECS (10: how long one upstream answer takes),
+# BENCH_STREAM_H2_CONNECTIONS (64).
 
 # Process id lists ($(pg_pids), $pids, /proc fields) are split into words on purpose.
 # shellcheck disable=SC2046,SC2086
@@ -53,24 +77,38 @@ need_rust
 PGBIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if [ -z "${BENCH_BIN:-}" ] && [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
-  log "building chat-api (release)"
-  cargo build --release -p chat-api >&2
+RUNS="${BENCH_RUNS:-turns stream}"
+run_enabled() { case " $RUNS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
+  if [ -z "${BENCH_BIN:-}" ]; then
+    log "building chat-api (release)"
+    cargo build --release -p chat-api >&2
+  fi
+  if run_enabled stream; then
+    log "building the streaming benchmark's upstream and client (release examples)"
+    cargo build --release -p chat-api --example bench_stream_upstream --example bench_stream_client >&2
+  fi
 fi
 BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release/chat-api}"
 [ -x "$BIN" ] || die "no release binary at $BIN"
+EXAMPLES="${BENCH_EXAMPLES:-$CARGO_TARGET_DIR/release/examples}"
 
 WORK=$(mktemp -d /tmp/colloquy-bench.XXXXXX)
 API_PID=""
 NGINX_PID=""
+STREAM_API_PID=""
+STREAM_UP_PID=""
 PG_STARTED=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [ -n "$API_PID" ] && kill -0 "$API_PID" 2>/dev/null; then
-    kill -TERM "$API_PID" 2>/dev/null || true
-    wait "$API_PID" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "$API_PID" "$STREAM_API_PID" "$STREAM_UP_PID"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
     kill -QUIT "$NGINX_PID" 2>/dev/null || true
     wait "$NGINX_PID" 2>/dev/null || true
@@ -120,6 +158,10 @@ log "applying migrations"
 for setting in ${BENCH_DB_SETTINGS:-}; do
   psql_q -c "ALTER DATABASE colloquy SET ${setting%%=*} = '${setting#*=}'"
 done
+# ===================================================================================
+# Run 1: whole (non-streamed) turns
+# ===================================================================================
+turns_run() {
 log "seeding $NCONV conversations"
 psql_q -v nconv="$NCONV" -v user="$BENCH_USER" -f "$HERE/seed.sql" >"$WORK/ids"
 [ "$(wc -l <"$WORK/ids")" -eq "$NCONV" ] || die "seeding produced $(wc -l <"$WORK/ids") ids, expected $NCONV"
@@ -246,6 +288,80 @@ CPU during pgbench:    ${pgbench_cpu}
 ratio:                 $(awk -v a="$tps" -v b="$ceiling" 'BEGIN { printf "%.0f", 100 * a / b }') %
 EOF
 fi
+}
+
+# ===================================================================================
+# Run 2: streamed turns in flight
+# ===================================================================================
+stream_run() {
+  local turns="${BENCH_STREAM_TURNS:-10000}" rate="${BENCH_STREAM_RATE:-1000}"
+  local chunks="${BENCH_STREAM_CHUNKS:-50}" secs="${BENCH_STREAM_SECS:-10}" h2="${BENCH_STREAM_H2_CONNECTIONS:-64}"
+  # chat-api holds an upstream socket per turn, and one per turn downstream too without HTTP/2.
+  local want=$((turns + 1024)) hard
+  [ "$h2" -gt 0 ] || want=$((2 * turns + 1024))
+  if [ "$(ulimit -n)" -lt "$want" ]; then
+    ulimit -Hn "$want" 2>/dev/null || true
+    hard=$(ulimit -Hn)
+    [ "$hard" = unlimited ] || [ "$hard" -ge "$want" ] || die "chat-api needs $want open files; the hard limit is $hard"
+    ulimit -n "$want"
+  fi
+  local up_port api_port metrics_port
+  up_port=$(free_port)
+  "$EXAMPLES/bench_stream_upstream" --port "$up_port" --chunks "$chunks" --duration-ms "$((secs * 1000))" \
+    >"$WORK/stream-upstream.log" 2>&1 &
+  STREAM_UP_PID=$!
+  api_port=$(free_port)
+  metrics_port=$(free_port)
+  (
+    export HOST=127.0.0.1 PORT="$api_port" METRICS_PORT="$metrics_port" INTERNAL_API_KEY="$API_KEY" \
+      LLM_PROVIDER=azure-openai AZURE_OPENAI_ENDPOINT="http://127.0.0.1:$up_port" \
+      AZURE_OPENAI_DEPLOYMENT_NAME=bench AZURE_OPENAI_API_KEY=bench-azure-key \
+      LOG_FORMAT=json RUST_LOG="$API_RUST_LOG"
+    exec "$BIN" serve
+  ) >"$WORK/stream-chat-api.log" 2>&1 &
+  STREAM_API_PID=$!
+  local url="http://127.0.0.1:$api_port"
+  for _ in $(seq 1 100); do
+    curl -fsS "$url/readyz" >/dev/null 2>&1 && break
+    kill -0 "$STREAM_API_PID" 2>/dev/null || { cat "$WORK/stream-chat-api.log" >&2; die "chat-api exited"; }
+    sleep 0.1
+  done
+  # One streamed turn by hand, so a broken setup fails here with its answer shown.
+  local out
+  out=$(curl -sS -N --max-time $((secs + 20)) -X POST "$url/api/ai/chat" -H 'Content-Type: application/json' \
+    -H "X-API-Key: $API_KEY" -d "{\"user_message\":\"Hello\",\"client_user_id\":\"$BENCH_USER\",\"stream\":true}")
+  case "$out" in *'event: done'*) ;; *) die "streamed turn failed: $(tail -c 600 <<<"$out")" ;; esac
+
+  log "streaming: $turns turns at $rate/s, each answer $chunks chunks over ${secs}s ($(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  local cpu0 cpu1 t0 t1 rss_peak line elapsed stored
+  cpu0=$(cpu_ticks "$STREAM_API_PID")
+  t0=$(date +%s.%N)
+  "$EXAMPLES/bench_stream_client" --url "$url" --api-key "$API_KEY" --user "$BENCH_USER" --turns "$turns" \
+    --rate "$rate" --chunks "$chunks" --duration-ms "$((secs * 1000))" --h2-connections "$h2" >"$WORK/stream-client.txt" 2>&1 \
+    || { cat "$WORK/stream-client.txt" >&2; die "the streaming client failed"; }
+  t1=$(date +%s.%N)
+  cpu1=$(cpu_ticks "$STREAM_API_PID")
+  rss_peak=$(awk '/^VmHWM:/ {print $2}' "/proc/$STREAM_API_PID/status")
+  line=$(grep '^STREAM ' "$WORK/stream-client.txt") || { cat "$WORK/stream-client.txt" >&2; die "no STREAM line"; }
+  sfield() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $line"; }
+  elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  stored=$(psql_q -c "SELECT count(*) FROM chatbot_conversation_audit WHERE title LIKE 'Benchmark turn %'")
+  usms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
+  cat <<EOF
+
+== Colloquy chat API streaming benchmark ($(nproc) cores, fsync on) ==
+load:                  $(sfield turns) streamed turns started at ${rate}/s; upstream answer: ${chunks} chunks over ${secs}s
+connections:           client to chat-api: $([ "$h2" -gt 0 ] && echo "HTTP/2 (h2c) over $h2" || echo "HTTP/1.1, one per turn"); chat-api to upstream: HTTP/1.1, one per turn
+in flight at once:     $(sfield peak_in_flight) (peak, counted by the client)
+failed turns:          $(sfield failed)   (turns stored: ${stored})
+chat-api peak RSS:     $(awk -v k="$rss_peak" 'BEGIN { printf "%.1f", k / 1024 }') MiB
+chat-api CPU:          $(awk -v t=$((cpu1 - cpu0)) -v s="$elapsed" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s }') cores (average over ${elapsed}s)
+added first byte:      p50 $(usms "$(sfield ttfb_p50_us)") ms, p99 $(usms "$(sfield ttfb_p99_us)") ms, max $(usms "$(sfield ttfb_max_us)") ms  (first delta; the upstream's first chunk is at 0)
+added last byte:       p50 $(usms "$(sfield last_p50_us)") ms, p99 $(usms "$(sfield last_p99_us)") ms, max $(usms "$(sfield last_max_us)") ms  (done, over the upstream's last chunk)
+EOF
+}
+
+if run_enabled turns; then turns_run; fi
 
 # --- Limits and idempotency: what they cost per turn (issue 11) -----------------------
 # Two runs back to back on the same database and chat-api build: new-conversation
@@ -255,7 +371,7 @@ fi
 # latency and the CPU per turn of chat-api and PostgreSQL for both, and the
 # difference: the per-turn cost of the feature. BENCH_SKIP_RESILIENCE=1 skips it;
 # BENCH_RESILIENCE_DURATION (default 10 s) sets the length of each run.
-if [ "${BENCH_SKIP_RESILIENCE:-}" != 1 ]; then
+if run_enabled turns && [ "${BENCH_SKIP_RESILIENCE:-}" != 1 ]; then
   R_DURATION="${BENCH_RESILIENCE_DURATION:-10}"
   R_USERS="${BENCH_USERS:-1000}"
 
@@ -331,3 +447,4 @@ mode                     turns/s   p50 / p99 ms     non-2xx   CPU per turn: chat
 ${rows}
 EOF2
 fi
+if run_enabled stream; then stream_run; fi

@@ -17,7 +17,8 @@
 #    ChatBackends: the mock sample, never Ready without a kubelet, and one whose
 #    migration Job the API server rejects, for reconcile errors) are scraped every
 #    second by a private Prometheus that also loads the rules. After scripted
-#    traffic (200, 400, upstream 502 via /mock-error), every dashboard
+#    traffic (200, 400, upstream 502 via /mock-error; whole and streamed
+#    turns, so the streaming metrics have data), every dashboard
 #    expression and every alert's base expression must return data (not an
 #    error, not empty, not only NaN) through /api/v1/query; every rule must be
 #    loaded with health "ok". How expressions are derived (Grafana variables,
@@ -263,9 +264,10 @@ PROM="http://127.0.0.1:$PROM_PORT"
 if wait_http "$PROM/-/ready" 60 "${PIDS[-1]}"; then pass "Prometheus ready on :$PROM_PORT"
 else fail "Prometheus ready"; show_log "$TMP/prometheus.log"; finish; fi
 
-# Scripted traffic: successful chats, 400s (empty message) and upstream 502s.
+# Scripted traffic: successful chats, 400s (empty message) and upstream 502s,
+# whole and streamed (a streamed /mock-error ends in an `error` event).
 traffic() {
-  local end=$(($(date +%s) + TRAFFIC_SECS)) i=0 msg code
+  local end=$(($(date +%s) + TRAFFIC_SECS)) i=0 msg code stream
   : >"$TMP/codes"
   while [ "$(date +%s)" -lt "$end" ]; do
     i=$((i + 1))
@@ -274,9 +276,10 @@ traffic() {
       1) msg="/mock-error please fail" ;;
       *) msg="hello number $i" ;;
     esac
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST "http://127.0.0.1:$API_PORT/api/ai/chat" \
+    case $((i % 8)) in 2 | 5 | 6) stream=true ;; *) stream=false ;; esac
+    code="$(curl -s -N -o /dev/null -w '%{http_code}' --max-time 10 -X POST "http://127.0.0.1:$API_PORT/api/ai/chat" \
       -H 'Content-Type: application/json' -H "X-API-Key: $API_KEY" \
-      -d "{\"user_message\":\"$msg\",\"client_user_id\":\"2f1a4d4e-8c36-4c5c-9b1b-6a3b6a4a1b2c\"}")"
+      -d "{\"user_message\":\"$msg\",\"client_user_id\":\"2f1a4d4e-8c36-4c5c-9b1b-6a3b6a4a1b2c\",\"stream\":$stream}")"
     echo "$code" >>"$TMP/codes"
     sleep 0.1
   done

@@ -7,9 +7,9 @@ use std::path::Path;
 const MIGRATIONS: &str = "../../migrations";
 
 fn main() {
-    // At run time, not `env!`: a build script compiled in one checkout may be
-    // reused by another (cargo hashes path packages relative to the workspace).
-    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    // Read at run time (not `env!`): a build directory reused from another
+    // checkout must still look at this checkout's migrations.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for build scripts");
     let dir = Path::new(&manifest_dir).join(MIGRATIONS);
     // Relative to the package: an absolute path would pin the check to the
     // checkout that first built this target directory, and a build reusing it

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The provider failed or answered with something we cannot use.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// Another turn holds the conversation and did not finish within the wait.
+    #[error("another turn of this conversation is in progress; retry after it (waited {0:?})")]
+    ConversationBusy(Duration),
     /// PostgreSQL cannot be reached right now.
     #[error("the database is unavailable, try again shortly")]
     DatabaseUnavailable(#[source] sqlx::Error),
@@ -58,6 +61,10 @@ impl ApiError {
 
     pub fn conversation_not_found() -> Self {
         Self::NotFound("conversation not found".to_owned())
+    }
+
+    pub fn conversation_busy(waited: Duration) -> Self {
+        Self::ConversationBusy(waited)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -77,6 +84,7 @@ impl ApiError {
                 ProviderError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::BAD_GATEWAY,
             },
+            Self::ConversationBusy(_) => StatusCode::CONFLICT,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -100,9 +108,25 @@ impl ApiError {
                 ProviderError::RateLimited { .. } => "upstream_rate_limited",
                 _ => "upstream_error",
             },
+            Self::ConversationBusy(_) => "conversation_busy",
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Internal(_) => "internal_error",
         }
+    }
+
+    /// Logs what the caller is not told (server-side failures).
+    pub fn log(&self) {
+        match self {
+            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            Self::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            Self::Provider(e) => log_provider_error(e),
+            _ => {}
+        }
+    }
+
+    /// The JSON error body (also the data of a stream's `error` event).
+    pub fn body(&self, request_id: Option<String>) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: self.code().to_owned(), message: self.to_string(), request_id } }
     }
 }
 
@@ -125,14 +149,14 @@ impl From<sqlx::Error> for ApiError {
 fn log_provider_error(e: &ProviderError) {
     match e {
         ProviderError::Upstream { status, code, .. } => {
-            tracing::warn!(outcome = e.outcome(), upstream_status = status, upstream_code = ?code, "provider call failed")
+            tracing::warn!(outcome = e.error_type(), upstream_status = status, upstream_code = ?code, "provider call failed")
         }
         ProviderError::RateLimited { retry_after, .. } => {
-            tracing::warn!(outcome = e.outcome(), retry_after = ?retry_after, "provider call failed")
+            tracing::warn!(outcome = e.error_type(), retry_after = ?retry_after, "provider call failed")
         }
-        ProviderError::ContentFiltered { .. } => tracing::warn!(outcome = e.outcome(), "provider call failed"),
+        ProviderError::ContentFiltered { .. } => tracing::warn!(outcome = e.error_type(), "provider call failed"),
         ProviderError::InvalidResponse(_) => {
-            tracing::warn!(outcome = e.outcome(), kind = "invalid_response", "provider call failed")
+            tracing::warn!(outcome = e.error_type(), kind = "invalid_response", "provider call failed")
         }
         _ => tracing::warn!(error = %e, "provider call failed"),
     }
@@ -158,19 +182,8 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-            Self::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
-            Self::Provider(e) => log_provider_error(e),
-            _ => {}
-        }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-                request_id: request_id::current(),
-            },
-        };
+        self.log();
+        let body = self.body(request_id::current());
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
@@ -183,7 +196,7 @@ impl IntoResponse for ApiError {
                 let secs = retry_after.unwrap_or(Duration::from_secs(1)).as_secs().max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            Self::DatabaseUnavailable(_) | Self::Overloaded => {
+            Self::DatabaseUnavailable(_) | Self::Overloaded | Self::ConversationBusy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::RateLimited { retry_after, headers: limits, .. } => {

@@ -9,8 +9,10 @@ use prometheus::{
 };
 use sqlx::PgPool;
 
-use crate::llm::{Completion, ProviderError};
+use crate::llm::Usage;
 
+/// Metric names. Provider calls are counted once, by the GenAI histograms
+/// (their `_count` is the number of calls; `error_type` is empty on success).
 pub mod names {
     pub const HTTP_REQUESTS: &str = "colloquy_http_requests_total";
     pub const HTTP_DURATION: &str = "colloquy_http_request_duration_seconds";
@@ -18,8 +20,11 @@ pub mod names {
     pub const GENAI_OPERATION_DURATION: &str = "gen_ai_client_operation_duration_seconds";
     /// OpenTelemetry GenAI `gen_ai.client.token.usage`, Prometheus style.
     pub const GENAI_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
-    pub const LLM_REQUESTS: &str = "colloquy_llm_requests_total";
-    pub const LLM_TOKENS: &str = "colloquy_llm_tokens_total";
+    /// OpenTelemetry GenAI `gen_ai.server.time_to_first_token`, Prometheus style:
+    /// from the provider call's start to its first streamed text.
+    pub const GENAI_TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_seconds";
+    /// Streamed turns by how they ended (`completed`, `failed`, `cancelled` by the client).
+    pub const STREAM_DURATION: &str = "colloquy_chat_stream_duration_seconds";
     pub const CONVERSATIONS_CREATED: &str = "colloquy_conversations_created_total";
     pub const TURNS_STORED: &str = "colloquy_turns_stored_total";
     pub const DB_POOL_CONNECTIONS: &str = "colloquy_db_pool_connections";
@@ -38,6 +43,39 @@ pub mod names {
 /// Latency buckets in seconds, from 1 ms to 2 min (LLM calls are slow).
 const LATENCY_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+/// Time-to-first-token buckets (OpenTelemetry's advice for gen_ai.server.time_to_first_token).
+const TTFT_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// Stream durations: answers take seconds to minutes.
+const STREAM_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+/// Labels of the GenAI metrics (attribute names of the semantic conventions, Prometheus style).
+const OPERATION: &str = "gen_ai_operation_name";
+const PROVIDER: &str = "gen_ai_provider_name";
+const REQUEST_MODEL: &str = "gen_ai_request_model";
+/// The only GenAI operation we perform.
+const CHAT: &str = "chat";
+
+/// How a streamed turn ended (the `outcome` label of [`names::STREAM_DURATION`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// `done` was sent: the turn is stored.
+    Completed,
+    /// `error` was sent.
+    Failed,
+    /// The client went away first.
+    Cancelled,
+}
+
+impl StreamOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Token-count buckets (OpenTelemetry's advice for gen_ai.client.token.usage).
 const TOKEN_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0];
 
@@ -47,8 +85,8 @@ pub struct Metrics {
     http_duration: HistogramVec,
     genai_duration: HistogramVec,
     genai_tokens: HistogramVec,
-    llm_requests: IntCounterVec,
-    llm_tokens: IntCounterVec,
+    genai_ttft: HistogramVec,
+    stream_duration: HistogramVec,
     pub conversations_created: IntCounter,
     pub turns_stored: IntCounter,
     db_pool: IntGaugeVec,
@@ -83,24 +121,26 @@ impl Metrics {
                 names::GENAI_OPERATION_DURATION,
                 "Duration of LLM provider calls (gen_ai.client.operation.duration).",
                 LATENCY_BUCKETS,
-                &["gen_ai_system", "gen_ai_request_model", "gen_ai_operation_name", "outcome"],
+                &[OPERATION, PROVIDER, REQUEST_MODEL, "error_type"],
             ),
             genai_tokens: histogram(
                 names::GENAI_TOKEN_USAGE,
-                "Tokens per LLM call by type (gen_ai.client.token.usage).",
+                "Tokens per LLM call by type, as the provider reported them (gen_ai.client.token.usage).",
                 TOKEN_BUCKETS,
-                &["gen_ai_system", "gen_ai_request_model", "gen_ai_token_type"],
+                &[OPERATION, PROVIDER, REQUEST_MODEL, "gen_ai_token_type"],
             ),
-            llm_requests: IntCounterVec::new(
-                Opts::new(names::LLM_REQUESTS, "LLM provider calls by provider, model and outcome."),
-                &["provider", "model", "outcome"],
-            )
-            .expect("valid counter"),
-            llm_tokens: IntCounterVec::new(
-                Opts::new(names::LLM_TOKENS, "Tokens used by provider, model and type (input/output)."),
-                &["provider", "model", "type"],
-            )
-            .expect("valid counter"),
+            genai_ttft: histogram(
+                names::GENAI_TIME_TO_FIRST_TOKEN,
+                "Time from the start of a streamed LLM call to its first text (gen_ai.server.time_to_first_token).",
+                TTFT_BUCKETS,
+                &[OPERATION, PROVIDER, REQUEST_MODEL],
+            ),
+            stream_duration: histogram(
+                names::STREAM_DURATION,
+                "Duration of streamed chat turns by outcome (completed, failed, cancelled by the client).",
+                STREAM_BUCKETS,
+                &["outcome"],
+            ),
             conversations_created: IntCounter::new(names::CONVERSATIONS_CREATED, "Conversations created.")
                 .expect("valid counter"),
             turns_stored: IntCounter::new(names::TURNS_STORED, "Chat turns stored (user + assistant message).")
@@ -161,8 +201,8 @@ impl Metrics {
             Box::new(m.http_duration.clone()),
             Box::new(m.genai_duration.clone()),
             Box::new(m.genai_tokens.clone()),
-            Box::new(m.llm_requests.clone()),
-            Box::new(m.llm_tokens.clone()),
+            Box::new(m.genai_ttft.clone()),
+            Box::new(m.stream_duration.clone()),
             Box::new(m.conversations_created.clone()),
             Box::new(m.turns_stored.clone()),
             Box::new(m.db_pool.clone()),
@@ -180,28 +220,32 @@ impl Metrics {
         m
     }
 
-    /// Records one provider call.
+    /// Records one provider call: `provider` is the `gen_ai.provider.name`
+    /// value, `error_type` `None` on success, `usage` as the provider reported it.
     pub fn observe_provider_call(
         &self,
         provider: &str,
         model: &str,
-        result: &Result<Completion, ProviderError>,
+        error_type: Option<&str>,
         elapsed: Duration,
+        usage: Option<Usage>,
     ) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
-        };
-        self.llm_requests.with_label_values(&[provider, model, outcome]).inc();
-        self.genai_duration.with_label_values(&[provider, model, "chat", outcome]).observe(elapsed.as_secs_f64());
-        if let Ok(c) = result {
-            let input = c.usage.prompt_tokens;
-            let output = c.usage.completion_tokens;
-            self.llm_tokens.with_label_values(&[provider, model, "input"]).inc_by(input);
-            self.llm_tokens.with_label_values(&[provider, model, "output"]).inc_by(output);
-            self.genai_tokens.with_label_values(&[provider, model, "input"]).observe(input as f64);
-            self.genai_tokens.with_label_values(&[provider, model, "output"]).observe(output as f64);
+        let error_type = error_type.unwrap_or("");
+        self.genai_duration.with_label_values(&[CHAT, provider, model, error_type]).observe(elapsed.as_secs_f64());
+        if let Some(u) = usage {
+            self.genai_tokens.with_label_values(&[CHAT, provider, model, "input"]).observe(u.prompt_tokens as f64);
+            self.genai_tokens.with_label_values(&[CHAT, provider, model, "output"]).observe(u.completion_tokens as f64);
         }
+    }
+
+    /// Records a streamed call's time to its first text.
+    pub fn observe_time_to_first_token(&self, provider: &str, model: &str, elapsed: Duration) {
+        self.genai_ttft.with_label_values(&[CHAT, provider, model]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a streamed turn's duration and outcome.
+    pub fn observe_stream(&self, outcome: StreamOutcome, elapsed: Duration) {
+        self.stream_duration.with_label_values(&[outcome.label()]).observe(elapsed.as_secs_f64());
     }
 
     /// Records one HTTP request; `route` is the template (or `unmatched`).

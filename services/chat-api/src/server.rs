@@ -34,20 +34,16 @@ pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppS
     let metrics = Arc::new(Metrics::new());
     let provider = llm::build(&config.provider, http.clone(), config.llm_timeout);
     let auth = Arc::new(Authenticator::new(ApiKey::new(&config.internal_api_key), JwtVerifier::new(&config.jwt, http)));
-    let chat = ChatService {
-        pool: pool.clone(),
-        provider,
-        settings: Arc::new(ChatSettings {
-            system_prompt: config.system_prompt.clone(),
-            max_history_messages: config.max_history_messages,
-            max_message_chars: config.max_message_chars,
-            llm_timeout: config.llm_timeout,
-            summaries: config.summaries,
-            titles: config.titles,
-        }),
-        metrics: metrics.clone(),
-        worker_wake: Arc::new(tokio::sync::Notify::new()),
+    let settings = ChatSettings {
+        system_prompt: config.system_prompt.clone(),
+        max_history_messages: config.max_history_messages,
+        max_message_chars: config.max_message_chars,
+        llm_timeout: config.llm_timeout,
+        turn_wait: config.turn_wait,
+        summaries: config.summaries,
+        titles: config.titles,
     };
+    let chat = ChatService::new(pool.clone(), provider, settings, metrics.clone());
     let idempotency = Arc::new(Idempotency::new(
         pool.clone(),
         config.limits.idempotency_ttl,
@@ -103,7 +99,10 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let api_server = axum::serve(api_listener, api).with_graceful_shutdown(wait(stop_rx.clone()));
+    // `into_make_service`: the router's routes are built once, not for every
+    // connection (axum's default re-runs `with_state` per connection: about
+    // 10 KB of boxed services per connection, which counts with 10,000 streams open).
+    let api_server = axum::serve(api_listener, api.into_make_service()).with_graceful_shutdown(wait(stop_rx.clone()));
     let metrics_server = axum::serve(metrics_listener, metrics).with_graceful_shutdown(wait(stop_rx));
     let servers = async move {
         let (api_result, metrics_result) = tokio::join!(api_server, metrics_server);

@@ -27,7 +27,13 @@ mod layers;
 mod lifecycle;
 #[path = "api/limits.rs"]
 mod limits;
+#[path = "api/order.rs"]
+mod order;
 #[path = "api/schema.rs"]
 mod schema;
+#[path = "api/stream.rs"]
+mod stream;
+#[path = "api/stream_guards.rs"]
+mod stream_guards;
 #[path = "api/summaries.rs"]
 mod summaries;

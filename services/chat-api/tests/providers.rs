@@ -64,7 +64,7 @@ pub async fn collect_stream(
 }
 
 /// Asserts `Done` carries this usage and model.
-pub fn assert_done(event: &StreamEvent, usage: Usage, model: &str, finish_reason: &str) {
+pub fn assert_done(event: &StreamEvent, usage: Option<Usage>, model: &str, finish_reason: &str) {
     match event {
         StreamEvent::Done { usage: u, model: m, finish_reason: f } => {
             assert_eq!(*u, usage);

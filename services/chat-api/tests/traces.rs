@@ -21,6 +21,7 @@ const USER: &str = "2f1a4d4e-8c36-4c5c-9b1b-6a3b6a4a1b2c";
 const SECRET_MESSAGE: &str = "my bank password is swordfish";
 const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
+const STREAM_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
 
 /// Flattens OTLP/JSON export bodies into spans.
 fn spans(bodies: &[Value]) -> Vec<Value> {
@@ -101,8 +102,27 @@ async fn one_chat_turn_exports_a_span_tree(pool: PgPool) {
         .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
         .body(Body::from(json!({"user_message": SECRET_MESSAGE, "client_user_id": USER}).to_string()))
         .unwrap();
-    let response = router.oneshot(request).await.unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200);
+
+    // A streamed turn: its spans belong to its request's trace too, although
+    // the stream is read after the handler returned.
+    llm.push(FakeResponse::sse(vec![
+        json!({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test",
+               "choices": [{"index": 0, "delta": {"content": "sure"}, "finish_reason": "stop"}]})
+        .to_string(),
+        "[DONE]".to_owned(),
+    ]));
+    let streamed = Request::post("/api/ai/chat")
+        .header("content-type", "application/json")
+        .header("x-api-key", API_KEY)
+        .header("traceparent", format!("00-{STREAM_TRACE}-{CALLER_SPAN}-01"))
+        .body(Body::from(json!({"user_message": SECRET_MESSAGE, "client_user_id": USER, "stream": true}).to_string()))
+        .unwrap();
+    let response = router.oneshot(streamed).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("event: done"));
 
     // The exporter thread posts to the collector, which runs on this runtime: flush off-thread.
     let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await.unwrap();
@@ -115,9 +135,22 @@ async fn one_chat_turn_exports_a_span_tree(pool: PgPool) {
     let bodies: Vec<Value> = exports.iter().map(|r| r.json()).collect();
     let all = spans(&bodies);
 
+    let (first, second): (Vec<Value>, Vec<Value>) =
+        all.into_iter().partition(|s| s["traceId"].as_str().unwrap().to_lowercase() == CALLER_TRACE);
+    let all = first;
     let server = by_name(&all, "POST /api/ai/chat");
     let load = all.iter().find(|s| s["name"].as_str().is_some_and(|n| n.starts_with("create_conversation"))).unwrap();
     let chat = by_name(&all, "chat gpt-test");
+
+    let stream_server = by_name(&second, "POST /api/ai/chat");
+    let stream_chat = by_name(&second, "chat gpt-test");
+    let stream_store =
+        second.iter().find(|s| s["name"].as_str().is_some_and(|n| n.starts_with("create_conversation"))).unwrap();
+    for span in [stream_server, stream_chat, stream_store] {
+        assert_eq!(span["traceId"].as_str().unwrap().to_lowercase(), STREAM_TRACE, "{span}");
+    }
+    assert_eq!(stream_chat["parentSpanId"], stream_server["spanId"]);
+    assert_eq!(stream_store["parentSpanId"], stream_server["spanId"]);
 
     // One trace, continuing the caller's.
     for span in [server, load, chat] {
@@ -131,7 +164,7 @@ async fn one_chat_turn_exports_a_span_tree(pool: PgPool) {
 
     assert_eq!(attr(server, "http.route"), Some(json!("/api/ai/chat")));
     assert_eq!(attr(server, "http.response.status_code"), Some(json!("200")));
-    assert_eq!(attr(chat, "gen_ai.system"), Some(json!("openai")));
+    assert_eq!(attr(chat, "gen_ai.provider.name"), Some(json!("openai")));
     assert_eq!(attr(chat, "gen_ai.operation.name"), Some(json!("chat")));
     assert_eq!(attr(chat, "gen_ai.request.model"), Some(json!("gpt-test")));
     assert_eq!(attr(chat, "gen_ai.usage.input_tokens"), Some(json!("11")));
@@ -144,7 +177,7 @@ async fn one_chat_turn_exports_a_span_tree(pool: PgPool) {
     );
 
     // The provider call carried our client span as its parent.
-    let upstream = llm.single_request();
+    let upstream = llm.requests().into_iter().next().unwrap();
     let traceparent = upstream.header("traceparent").expect("traceparent sent upstream");
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(parts[1], CALLER_TRACE);

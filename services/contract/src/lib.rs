@@ -66,6 +66,9 @@ pub mod env {
     pub const SUMMARIES: &str = "SUMMARIES";
     /// `first-message` (default) or `provider`: how conversations get titles.
     pub const TITLES: &str = "TITLES";
+    /// Seconds a turn waits for another turn of the same conversation to
+    /// finish before answering `409 conversation_busy`.
+    pub const TURN_WAIT_SECS: &str = "TURN_WAIT_SECS";
 
     // --- Resilience and limits (issue 11) -------------------------------------
     pub const LLM_MAX_RETRIES: &str = "LLM_MAX_RETRIES";
@@ -132,6 +135,7 @@ pub mod env {
         OTEL_SERVICE_NAME,
         OTEL_TRACES_SAMPLER,
         OTEL_TRACES_SAMPLER_ARG,
+        TURN_WAIT_SECS,
         SUMMARIES,
         TITLES,
         // Resilience and limits (issue 11).
@@ -181,6 +185,7 @@ pub mod defaults {
     pub const AZURE_OPENAI_API_VERSION: &str = "2024-10-21";
     pub const LLM_TIMEOUT_SECS: u64 = 60;
     pub const MAX_HISTORY_MESSAGES: usize = 50;
+    pub const TURN_WAIT_SECS: u64 = 30;
     pub const MAX_MESSAGE_CHARS: usize = 32_000;
     /// Largest request body (1 MiB).
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -1,30 +1,37 @@
-//! A chat turn: validate, build the context, call the provider (no database
-//! connection held meanwhile), then store the turn atomically.
+//! A chat turn: validate, claim the conversation and read its context (one
+//! round trip), call the provider (no database connection held meanwhile),
+//! then store the turn and release the claim in one statement. Streamed or
+//! not, a turn goes through the same [`ChatService::prepare`] and
+//! [`ChatService::commit`]; only what happens between them differs.
 
 mod context;
+mod order;
+mod provider_call;
 mod spans;
+mod stream;
 mod summary;
 mod title;
+mod usage;
 mod validate;
 pub mod worker;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::PgPool;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::TitleMode;
-use crate::db::conversations::{self, NewConversation, NewMessage, UsageDelta};
 use crate::db::turn_write;
+use crate::db::turns::{self, NewTurn, Stored, UsageDelta};
 use crate::error::ApiError;
 use crate::llm::{ChatProvider, Completion, CompletionRequest, ProviderError, Role, Usage};
 use crate::metrics::Metrics;
-use crate::telemetry;
 
 pub use context::{build_messages, history_from_texts};
+pub use order::{ClaimGuard, TurnOrder};
+pub use provider_call::ProviderCall;
+pub use stream::{TurnEvent, TurnStream};
 pub use validate::{TITLE_CHARS, title_from};
 
 /// Chat behaviour settings from the configuration.
@@ -34,6 +41,8 @@ pub struct ChatSettings {
     pub max_history_messages: usize,
     pub max_message_chars: usize,
     pub llm_timeout: Duration,
+    /// How long a turn waits for a conversation another turn holds (`TURN_WAIT_SECS`).
+    pub turn_wait: Duration,
     /// Fold messages beyond the history budget into a summary (`SUMMARIES`).
     pub summaries: bool,
     pub titles: TitleMode,
@@ -48,6 +57,7 @@ pub struct ChatService {
     pub metrics: Arc<Metrics>,
     /// Wakes this process's background worker (summaries, titles).
     pub worker_wake: Arc<tokio::sync::Notify>,
+    order: Arc<TurnOrder>,
 }
 
 /// One user message to answer.
@@ -67,175 +77,161 @@ pub struct TurnInput {
 pub struct TurnOutput {
     pub conversation_id: Uuid,
     pub text: String,
+    /// The provider's counts, or an estimate when it reported none.
     pub usage: Usage,
     pub model: String,
+    pub request_id: String,
 }
 
-/// Timestamps strictly after `after`, at PostgreSQL's microsecond precision,
-/// so stored order always matches conversation order.
-fn next_instant(after: DateTime<Utc>) -> DateTime<Utc> {
-    let now = micros(Utc::now());
-    if now > after { now } else { after + TimeDelta::microseconds(1) }
-}
-
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
-}
-
-/// Lays out messages one microsecond apart, the first at `start`.
-fn stamp(messages: impl IntoIterator<Item = (Role, String)>, start: DateTime<Utc>) -> Vec<NewMessage> {
-    let start = micros(start);
-    (0..)
-        .zip(messages)
-        .map(|(i, (role, text))| NewMessage { role, text, at: start + TimeDelta::microseconds(i) })
-        .collect()
+/// A turn ready for the provider: validated, its conversation claimed (an
+/// existing one) and its context read.
+pub struct PreparedTurn {
+    pub conversation_id: Uuid,
+    pub request_id: String,
+    user_id: Uuid,
+    is_new: bool,
+    claim: Option<ClaimGuard>,
+    /// Messages stored ahead of the answer: request history (when it is the
+    /// context) and the user message.
+    to_store: Vec<(Role, String)>,
+    /// Stored messages outside the summary that the context was built from.
+    stored_count: usize,
+    /// The first user message, as a title for a conversation without one.
+    title: String,
+    pub request: CompletionRequest,
 }
 
 impl ChatService {
-    /// Calls the provider inside a GenAI client span; the span's context is
-    /// what goes upstream as `traceparent`.
-    async fn call_provider(&self, mut request: CompletionRequest) -> Result<Completion, ProviderError> {
-        let (provider, model) = (self.provider.name(), self.provider.model());
-        let span = tracing::info_span!(
-            "gen_ai.chat",
-            otel.name = %format!("chat {model}"),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            gen_ai.system = spans::gen_ai_system(provider),
-            gen_ai.operation.name = "chat",
-            gen_ai.request.model = model,
-            gen_ai.response.model = tracing::field::Empty,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
-        request.traceparent = telemetry::traceparent_for(&span, request.traceparent.as_deref());
-        let timeout = self.settings.llm_timeout;
-        let started = Instant::now();
-        let call = tokio::time::timeout(timeout, self.provider.complete(&request));
-        let result = match call.instrument(span.clone()).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::Timeout(timeout)),
-        };
-        match &result {
-            Ok(c) => {
-                span.record("gen_ai.response.model", c.model.as_str());
-                span.record("gen_ai.usage.input_tokens", c.usage.prompt_tokens);
-                span.record("gen_ai.usage.output_tokens", c.usage.completion_tokens);
-                if let Some(reason) = &c.finish_reason {
-                    span.record("gen_ai.response.finish_reasons", reason.as_str());
-                }
-            }
-            Err(e) => {
-                span.record("error.type", e.outcome());
-                span.record("otel.status_code", "ERROR");
-            }
-        }
-        self.metrics.observe_provider_call(provider, model, &result, started.elapsed());
-        result
+    pub fn new(pool: PgPool, provider: Arc<dyn ChatProvider>, settings: ChatSettings, metrics: Arc<Metrics>) -> Self {
+        let order = TurnOrder::new(pool.clone(), metrics.clone(), settings.llm_timeout, settings.turn_wait);
+        let worker_wake = Arc::new(tokio::sync::Notify::new());
+        Self { pool, provider, settings: Arc::new(settings), metrics, worker_wake, order }
     }
 
-    /// Runs one database operation inside a client span, timing it.
-    async fn db<T>(
-        &self,
-        operation: &'static str,
-        future: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, sqlx::Error> {
-        let span = spans::db(operation);
-        let started = Instant::now();
-        let result = future.instrument(span.clone()).await;
-        if result.is_err() {
-            span.record("otel.status_code", "ERROR");
+    /// Validates the input, claims an existing conversation and builds the
+    /// provider request. A new conversation needs no claim: it does not exist
+    /// until its first turn is stored (a turn naming it before then is a 404).
+    pub async fn prepare(&self, input: TurnInput) -> Result<PreparedTurn, ApiError> {
+        let message = validate::message(&input.message, self.settings.max_message_chars)?;
+        validate::history(&input.history, self.settings.max_message_chars)?;
+        let limit = self.settings.max_history_messages;
+        let (conversation_id, is_new, claim, stored, summary) = match input.conversation_id {
+            Some(id) => {
+                let (claim, context) =
+                    self.order.claim_existing(id, input.user_id, limit, self.settings.summaries).await?;
+                (id, false, Some(claim), context.history, context.summary)
+            }
+            None => (Uuid::new_v4(), true, None, Vec::new(), None),
+        };
+        let stored_count = stored.len();
+        // Context: stored messages when there are any, else the request's history,
+        // which is then stored ahead of the turn.
+        let has_stored = !stored.is_empty() || summary.is_some();
+        let seeded = if has_stored { Vec::new() } else { history_from_texts(&input.history) };
+        // The first user message titles the conversation: the creating turn's,
+        // or (started without history) the first turn's, when it has no title yet.
+        let title = title_from(seeded.first().map_or(message.as_str(), |(_, t)| t.as_str())).to_owned();
+        let context = if has_stored { stored } else { seeded.clone() };
+        let system_prompt = self.settings.system_prompt.as_deref();
+        let request = CompletionRequest {
+            messages: build_messages(system_prompt, summary.as_deref(), context, limit, &message),
+            request_id: input.request_id.clone(),
+            traceparent: input.traceparent,
+        };
+        let mut to_store = seeded;
+        to_store.push((Role::User, message));
+        Ok(PreparedTurn {
+            conversation_id,
+            request_id: input.request_id,
+            user_id: input.user_id,
+            is_new,
+            claim,
+            to_store,
+            stored_count,
+            title,
+            request,
+        })
+    }
+
+    /// Stores a turn's answer (and releases its claim) in one statement, then
+    /// schedules the background work the conversation now needs (summary,
+    /// title) without waiting for it.
+    pub async fn commit(&self, turn: PreparedTurn, completion: Completion) -> Result<TurnOutput, ApiError> {
+        let PreparedTurn {
+            conversation_id,
+            request_id,
+            user_id,
+            is_new,
+            claim,
+            mut to_store,
+            stored_count,
+            title,
+            request,
+        } = turn;
+        if completion.text.trim().is_empty() {
+            // Never stored as a successful turn (the providers already refuse this).
+            return Err(ProviderError::NoAnswer("the answer is empty".into()).into());
         }
-        self.metrics.observe_db(operation, result.is_ok(), started.elapsed());
-        result
+        let (usage, estimated) = match completion.usage {
+            Some(usage) => (usage, false),
+            None => (usage::estimate(&request.messages, &completion.text), true),
+        };
+        to_store.push((Role::Assistant, completion.text.clone()));
+        let unsummarized = stored_count + to_store.len();
+        let token = claim.as_ref().map(ClaimGuard::token);
+        let delta = UsageDelta { usage, turns: 1, estimated_turns: u64::from(estimated) };
+        let model = completion.model.clone();
+        // Through `turn_write`: retried once on a fresh connection, or joined
+        // to the request's idempotency transaction. It may run twice, so each
+        // attempt gets its own copy.
+        let write = turn_write::write(&self.pool, move |conn| {
+            let (model, title, messages) = (model.clone(), title.clone(), to_store.clone());
+            Box::pin(async move {
+                let new_turn = NewTurn {
+                    conversation_id,
+                    user_id,
+                    claim: token,
+                    model: Some(&model),
+                    title: Some(&title),
+                    delta,
+                    messages,
+                };
+                if is_new { turns::create(conn, new_turn).await } else { turns::append(conn, new_turn).await }
+            })
+        });
+        let span = if is_new { spans::CREATE_CONVERSATION } else { spans::APPEND_TURN };
+        let stored = spans::observed(&self.metrics, span, write).await?;
+        match stored {
+            Stored::Ok => {}
+            Stored::NotFound => return Err(ApiError::conversation_not_found()),
+            Stored::ClaimLost => return Err(ApiError::conversation_busy(self.settings.turn_wait)),
+        }
+        if let Some(claim) = claim {
+            claim.stored();
+        }
+        if is_new {
+            self.metrics.conversations_created.inc();
+        }
+        self.metrics.turns_stored.inc();
+        crate::limits::record_turn_tokens(usage.total_tokens);
+        self.after_store(conversation_id, unsummarized);
+        Ok(TurnOutput { conversation_id, text: completion.text, usage, model: completion.model, request_id })
     }
 
     /// Answers one user message and stores the turn.
     pub async fn turn(&self, input: TurnInput) -> Result<TurnOutput, ApiError> {
-        let received_at = Utc::now();
-        let message = validate::message(&input.message, self.settings.max_message_chars)?;
-        validate::history(&input.history, self.settings.max_message_chars)?;
+        let mut turn = self.prepare(input).await?;
+        let call = ProviderCall::start(self.provider.as_ref(), &self.metrics, &mut turn.request);
+        let completion = call.complete(self.provider.as_ref(), &turn.request, self.settings.llm_timeout).await?;
+        self.commit(turn, completion).await
+    }
 
-        // Context: stored messages when there are any, else the request's history.
-        let (stored, summary) = match input.conversation_id {
-            Some(id) => {
-                let load = conversations::load_turn_context(
-                    &self.pool,
-                    id,
-                    input.user_id,
-                    self.settings.max_history_messages,
-                    self.settings.summaries,
-                );
-                let loaded = self.db(spans::LOAD_CONTEXT, load).await?.ok_or_else(ApiError::conversation_not_found)?;
-                (loaded.history, loaded.summary)
-            }
-            None => (Vec::new(), None),
-        };
-        let stored_count = stored.len();
-        // Request history is stored with the turn only when it is the context.
-        let seeded = if stored.is_empty() { history_from_texts(&input.history) } else { Vec::new() };
-        let context = if stored.is_empty() { seeded.clone() } else { stored };
-        let request = CompletionRequest {
-            messages: build_messages(
-                self.settings.system_prompt.as_deref(),
-                summary.as_deref(),
-                context,
-                self.settings.max_history_messages,
-                &message,
-            ),
-            request_id: input.request_id.clone(),
-            traceparent: input.traceparent.clone(),
-        };
-
-        let completion = self.call_provider(request).await?;
-
-        // The first user message titles the conversation: the creating turn's,
-        // or (started without history) the first turn's, when it has no title yet.
-        let title = title_from(seeded.first().map(|(_, t)| t.as_str()).unwrap_or(&message)).to_owned();
-        let mut messages = stamp(seeded.into_iter().chain(std::iter::once((Role::User, message))), received_at);
-        let last = messages.last().map_or(received_at, |m| m.at);
-        messages.push(NewMessage { role: Role::Assistant, text: completion.text.clone(), at: next_instant(last) });
-        let delta = UsageDelta { usage: completion.usage, turns: 1 };
-        let unsummarized = stored_count + messages.len();
-        let conversation_id = if let Some(conversation_id) = input.conversation_id {
-            let (user_id, model, title) = (input.user_id, completion.model.clone(), title.clone());
-            let append = turn_write::write(&self.pool, move |conn| {
-                let (model, messages, title) = (model.clone(), messages.clone(), title.clone());
-                Box::pin(async move {
-                    conversations::append_turn(conn, conversation_id, user_id, &model, delta, messages, &title).await
-                })
-            });
-            if !self.db(spans::APPEND_TURN, append).await? {
-                return Err(ApiError::conversation_not_found());
-            }
-            conversation_id
-        } else {
-            let conversation_id = Uuid::new_v4();
-            let (user_id, model) = (input.user_id, completion.model.clone());
-            let create = turn_write::write(&self.pool, move |conn| {
-                let (title, model, messages) = (title.clone(), model.clone(), messages.clone());
-                Box::pin(async move {
-                    let new = NewConversation {
-                        conversation_id,
-                        user_id,
-                        title: Some(title.as_str()),
-                        model: Some(&model),
-                        delta,
-                        messages,
-                    };
-                    conversations::create(conn, new).await
-                })
-            });
-            self.db(spans::CREATE_CONVERSATION, create).await?;
-            self.metrics.conversations_created.inc();
-            conversation_id
-        };
-        self.metrics.turns_stored.inc();
-        crate::limits::record_turn_tokens(completion.usage.total_tokens);
-        self.after_store(conversation_id, unsummarized);
-        Ok(TurnOutput { conversation_id, text: completion.text, usage: completion.usage, model: completion.model })
+    /// Answers one user message as a stream of events (see [`TurnStream`]).
+    /// Errors found before anything is streamed (validation, unknown
+    /// conversation, busy conversation, database down) are returned here.
+    pub async fn turn_stream(&self, input: TurnInput) -> Result<TurnStream, ApiError> {
+        let turn = self.prepare(input).await?;
+        Ok(TurnStream::new(self.clone(), turn))
     }
 
     /// Creates a conversation from prior history. When the history ends with a
@@ -257,20 +253,25 @@ impl ChatService {
                 .await;
         }
         let conversation_id = Uuid::new_v4();
-        let messages = stamp(history_from_texts(&history), Utc::now());
-        let stored_count = messages.len();
-        let title = history.first().map(|t| title_from(t));
-        let title = title.map(str::to_owned);
+        let title = history.first().map(|t| title_from(t).to_owned());
+        let stored_count = history.len();
+        let messages = history_from_texts(&history);
         let create = turn_write::write(&self.pool, move |conn| {
             let (title, messages) = (title.clone(), messages.clone());
             Box::pin(async move {
-                let delta = UsageDelta::default();
-                let new =
-                    NewConversation { conversation_id, user_id, title: title.as_deref(), model: None, delta, messages };
-                conversations::create(conn, new).await
+                let new_turn = NewTurn {
+                    conversation_id,
+                    user_id,
+                    claim: None,
+                    model: None,
+                    title: title.as_deref(),
+                    delta: UsageDelta::default(),
+                    messages,
+                };
+                turns::create(conn, new_turn).await
             })
         });
-        self.db(spans::CREATE_CONVERSATION, create).await?;
+        spans::observed(&self.metrics, spans::CREATE_CONVERSATION, create).await?;
         self.metrics.conversations_created.inc();
         self.after_store(conversation_id, stored_count);
         Ok(TurnOutput {
@@ -278,6 +279,7 @@ impl ChatService {
             text: String::new(),
             usage: Usage::default(),
             model: self.provider.model().to_owned(),
+            request_id,
         })
     }
 }

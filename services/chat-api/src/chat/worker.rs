@@ -96,8 +96,10 @@ impl ChatService {
 
     /// A provider call made by background work (same timeout, span and metrics as a turn's).
     pub(super) async fn background_completion(&self, messages: Vec<ChatMessage>) -> Result<Completion, ProviderError> {
-        let request = CompletionRequest { messages, request_id: format!("task-{}", Uuid::new_v4()), traceparent: None };
-        self.call_provider(request).await
+        let mut request =
+            CompletionRequest { messages, request_id: format!("task-{}", Uuid::new_v4()), traceparent: None };
+        let call = super::ProviderCall::start(self.provider.as_ref(), &self.metrics, &mut request);
+        call.complete(self.provider.as_ref(), &request, self.settings.llm_timeout).await
     }
 }
 

@@ -78,7 +78,7 @@ pub enum ProviderConfig {
         project_id: String,
         location: String,
         model: String,
-        /// Base URL; defaults to `https://{location}-aiplatform.googleapis.com`.
+        /// Base URL; defaults to Google's endpoint for the location (`llm::vertex::default_endpoint`).
         endpoint: String,
         /// Host (and optional port) of the metadata server.
         metadata_host: String,
@@ -160,6 +160,8 @@ pub struct Config {
     pub internal_api_key: Secret,
     pub provider: ProviderConfig,
     pub llm_timeout: Duration,
+    /// How long a turn waits for a conversation another turn holds.
+    pub turn_wait: Duration,
     pub system_prompt: Option<String>,
     pub max_history_messages: usize,
     pub max_message_chars: usize,
@@ -259,6 +261,7 @@ impl Config {
             internal_api_key,
             provider: provider(args, secrets)?,
             llm_timeout,
+            turn_wait: Duration::from_secs(args.chat.turn_wait_secs),
             system_prompt: args.chat.system_prompt.clone().filter(|p| !p.trim().is_empty()),
             max_history_messages: args.chat.max_history_messages,
             max_message_chars: args.chat.max_message_chars,
@@ -334,8 +337,7 @@ fn provider(args: &ServeArgs, secrets: &SecretValues) -> Result<ProviderConfig, 
             if !location.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                 return Err(ConfigError::invalid(names::VERTEX_LOCATION, "must look like us-central1"));
             }
-            let endpoint =
-                p.vertex_endpoint.clone().unwrap_or_else(|| format!("https://{location}-aiplatform.googleapis.com"));
+            let endpoint = p.vertex_endpoint.clone().unwrap_or_else(|| crate::llm::vertex::default_endpoint(&location));
             Ok(ProviderConfig::VertexAi {
                 project_id: required(&p.vertex_project_id, names::VERTEX_PROJECT_ID, "the Google Cloud project")?,
                 model: required(&p.vertex_model, names::VERTEX_MODEL, "e.g. gemini-2.0-flash")?,

@@ -51,12 +51,21 @@ pub async fn update(
 /// Deletes the user's conversation, its messages and pending tasks in one
 /// transaction. False when it does not exist or is someone else's.
 ///
-/// The conversation row is locked first: a turn storing into it meanwhile
+/// The conversation's rows are locked first: a turn storing into it meanwhile
 /// either committed before (its messages are deleted too) or waits and then
 /// finds no conversation (the turn gets a 404); no message is left orphaned
 /// and the foreign key never fails half-way.
 pub async fn delete(pool: &PgPool, conversation_id: Uuid, user_id: Uuid) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // Its turn claim first (no foreign key there), in the order a storing
+    // turn locks rows (claim, then conversation), so the two never deadlock.
+    // A turn still in flight then finds neither and gets a 404, and the next
+    // one is not kept waiting for a claim.
+    sqlx::query("DELETE FROM chatbot_turn_claims WHERE conversation_id = $1 AND user_id = $2")
+        .bind(conversation_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     let owned: Option<i32> = sqlx::query_scalar(
         "SELECT 1 FROM chatbot_conversation_audit WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE",
     )

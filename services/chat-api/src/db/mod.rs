@@ -10,6 +10,7 @@ pub mod rate_limits;
 pub mod summaries;
 pub mod tasks;
 pub mod turn_write;
+pub mod turns;
 
 use std::time::{Duration, Instant};
 

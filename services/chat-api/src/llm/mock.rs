@@ -50,7 +50,7 @@ impl MockProvider {
         );
         let completion_tokens = count_tokens(&text);
         Ok(Completion {
-            usage: Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens },
+            usage: Some(Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }),
             text,
             model: MODEL.to_owned(),
             finish_reason: Some("stop".to_owned()),
@@ -93,7 +93,8 @@ impl ChatProvider for MockProvider {
         Self::answer(request)
     }
 
-    /// Streams the answer word by word (each delta keeps its trailing space), immediately.
+    /// Streams the answer word by word (each delta keeps its trailing space),
+    /// immediately: the deltas concatenate to `complete`'s text.
     async fn stream(&self, request: &CompletionRequest) -> Result<ProviderStream, ProviderError> {
         let completion = Self::answer(request)?;
         let mut events: Vec<Result<StreamEvent, ProviderError>> =

@@ -1,14 +1,20 @@
-//! LLM providers: one trait, one implementation per provider, each speaking
-//! its provider's real wire format through reqwest.
+//! LLM providers: one small trait, [`ChatProvider`], and one implementation
+//! per wire format, each speaking its provider's real protocol through reqwest:
 //!
-//! The trait can stream: [`ChatProvider::stream`] yields text deltas then a
-//! final [`StreamEvent::Done`] with usage. Providers that have not (yet)
-//! implemented native streaming get the default, which wraps `complete`.
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`openai`] | the chat-completions provider (Azure OpenAI and any OpenAI-compatible server: one implementation, with pluggable URL and auth) and its wire types |
+//! | [`vertex`] | Vertex AI Gemini (`generateContent` / `streamGenerateContent?alt=sse`) and its wire types |
+//! | [`mock`] | the offline, deterministic provider |
+//! | `http` | sending a request under a timeout; header helpers |
+//! | `upstream_error` | turning a non-2xx answer (or an error in a stream) into a [`ProviderError`] without leaking credentials |
+//! | `sse` | decoding a server-sent-events body (framing by the `eventsource-stream` crate) into [`StreamEvent`]s |
 
-pub mod azure;
+mod http;
 pub mod mock;
 pub mod openai;
-mod openai_wire;
+mod sse;
+mod upstream_error;
 pub mod vertex;
 
 use std::sync::Arc;
@@ -45,11 +51,11 @@ impl ChatMessage {
 /// A request for one assistant answer.
 #[derive(Debug, Clone)]
 pub struct CompletionRequest {
-    /// System prompt first (if any), then history oldest first, then the new user message.
+    /// System messages first (if any), then history oldest first, then the new user message.
     pub messages: Vec<ChatMessage>,
     /// Our request id, sent upstream as `x-request-id` / client request id where the provider supports one.
     pub request_id: String,
-    /// W3C `traceparent` to propagate, if the caller sent one.
+    /// W3C `traceparent` to propagate, if any.
     pub traceparent: Option<String>,
 }
 
@@ -64,20 +70,26 @@ pub struct Usage {
 /// A whole answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
+    /// Never empty (an empty answer is an error).
     pub text: String,
-    pub usage: Usage,
+    /// `None` when the provider reported no usage (the caller may estimate it).
+    pub usage: Option<Usage>,
     /// The model that answered, as the provider names it.
     pub model: String,
+    /// OpenAI vocabulary (`stop`, `length`, ...), whatever the provider.
     pub finish_reason: Option<String>,
 }
 
 /// One event of a streamed answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
+    /// A piece of the answer, never empty, in order.
     Delta(String),
-    Done { usage: Usage, model: String, finish_reason: Option<String> },
+    /// The answer is complete. Same meaning as [`Completion`]'s fields.
+    Done { usage: Option<Usage>, model: String, finish_reason: Option<String> },
 }
 
+/// A streamed answer: see [`ChatProvider::stream`].
 pub type ProviderStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
 
 /// Why a provider call failed. Messages are safe to show callers: never a key or token.
@@ -91,6 +103,9 @@ pub enum ProviderError {
     ContentFiltered { message: String },
     #[error("the model provider answered {status}: {message}")]
     Upstream { status: u16, code: Option<String>, message: String },
+    /// The provider finished without an answer (no text), for a reason other than a filter.
+    #[error("the model provider gave no answer: {0}")]
+    NoAnswer(String),
     #[error("the model provider could not be reached: {0}")]
     Transport(String),
     #[error("the model provider's answer could not be read: {0}")]
@@ -100,8 +115,8 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// Outcome label for metrics.
-    pub fn outcome(&self) -> &'static str {
+    /// The `error.type` of spans and metrics (low cardinality).
+    pub fn error_type(&self) -> &'static str {
         match self {
             Self::Timeout(_) => "timeout",
             Self::RateLimited { .. } => "rate_limited",
@@ -112,87 +127,59 @@ impl ProviderError {
 
     /// Maps a reqwest transport failure, telling timeouts apart.
     pub fn from_reqwest(err: &reqwest::Error, timeout: Duration) -> Self {
-        if err.is_timeout() {
-            Self::Timeout(timeout)
-        } else {
-            // Without the URL: it may carry a key in its query.
-            Self::Transport(err.without_url_string())
-        }
+        if err.is_timeout() { Self::Timeout(timeout) } else { Self::Transport(http::describe_without_url(err)) }
     }
 }
 
-trait ReqwestErrorExt {
-    fn without_url_string(&self) -> String;
-}
-
-impl ReqwestErrorExt for reqwest::Error {
-    fn without_url_string(&self) -> String {
-        let mut s = String::new();
-        let mut source: Option<&dyn std::error::Error> = Some(self);
-        let mut first = true;
-        while let Some(err) = source {
-            let text = if first {
-                // reqwest::Error's own Display includes the URL; rebuild it without.
-                if self.is_connect() {
-                    "connection failed".to_owned()
-                } else if self.is_request() {
-                    "request failed".to_owned()
-                } else if self.is_body() || self.is_decode() {
-                    "bad response body".to_owned()
-                } else {
-                    "HTTP error".to_owned()
-                }
-            } else {
-                err.to_string()
-            };
-            if !s.is_empty() {
-                s.push_str(": ");
-            }
-            s.push_str(&text);
-            first = false;
-            source = err.source();
-        }
-        s
-    }
-}
-
-/// A model provider.
+/// A model provider. Implementations are shared by every request (`Arc<dyn
+/// ChatProvider>`), and wrappers (retries, circuit breakers, fallbacks) are
+/// expected to implement this trait around another provider, so it stays
+/// small. The contract every implementation keeps:
+///
+/// * **Same answer both ways.** For the same upstream answer, the deltas of
+///   [`stream`](Self::stream) concatenate to exactly the text
+///   [`complete`](Self::complete) returns.
+/// * **No empty success.** An answer without text is an error
+///   ([`ProviderError::ContentFiltered`] when a filter withheld it,
+///   [`ProviderError::NoAnswer`] otherwise), never an `Ok` with empty text
+///   nor a `Done` after zero deltas.
+/// * **Errors are safe to show.** No key, token or URL with credentials in any
+///   [`ProviderError`] text.
+/// * **Timeouts** are the provider's own (its configured timeout): `complete`
+///   is bounded as a whole; `stream` bounds the wait for the response head and
+///   then the silence between two chunks, so a long answer that keeps flowing
+///   is never cut.
+/// * **Cancellation is dropping.** Dropping the future of `complete` or the
+///   stream of `stream` abandons the upstream request and closes its
+///   connection; nothing else needs to be called.
 #[async_trait]
 pub trait ChatProvider: Send + Sync + 'static {
-    /// The `LLM_PROVIDER` name (`azure-openai`, ...), a metrics label.
+    /// The `LLM_PROVIDER` name (`azure-openai`, `vertex-ai`, `openai`, `mock`).
     fn name(&self) -> &'static str;
 
-    /// The configured model (or deployment) name, a metrics label.
+    /// The configured model (or Azure deployment) name: the requested model.
     fn model(&self) -> &str;
 
     /// One whole answer.
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError>;
 
-    /// The answer as a stream of deltas ending in `Done`.
-    async fn stream(&self, request: &CompletionRequest) -> Result<ProviderStream, ProviderError> {
-        let completion = self.complete(request).await?;
-        let events = vec![
-            Ok(StreamEvent::Delta(completion.text)),
-            Ok(StreamEvent::Done {
-                usage: completion.usage,
-                model: completion.model,
-                finish_reason: completion.finish_reason,
-            }),
-        ];
-        Ok(Box::pin(futures::stream::iter(events)))
-    }
+    /// The answer as it is generated. Resolves once the upstream accepted the
+    /// request: an `Err` here means nothing was generated (rate limited,
+    /// rejected credentials, ...). The stream then yields zero or more
+    /// [`StreamEvent::Delta`]s followed by exactly one [`StreamEvent::Done`],
+    /// or ends with one `Err` (a content filter stopping the answer midway is
+    /// [`ProviderError::ContentFiltered`]); nothing comes after `Done` or an
+    /// error.
+    async fn stream(&self, request: &CompletionRequest) -> Result<ProviderStream, ProviderError>;
 }
 
 /// Builds the configured provider.
 pub fn build(config: &ProviderConfig, http: reqwest::Client, timeout: Duration) -> Arc<dyn ChatProvider> {
     match config {
         ProviderConfig::AzureOpenAi { endpoint, deployment, api_version, api_key } => {
-            Arc::new(azure::AzureOpenAi::new(
+            Arc::new(openai::OpenAiChat::new(
                 http,
-                endpoint.clone(),
-                deployment.clone(),
-                api_version.clone(),
-                api_key.clone(),
+                openai::Endpoint::azure(endpoint, deployment, api_version, api_key.clone()),
                 timeout,
             ))
         }
@@ -207,18 +194,11 @@ pub fn build(config: &ProviderConfig, http: reqwest::Client, timeout: Duration) 
                 timeout,
             ))
         }
-        ProviderConfig::OpenAi { base_url, model, api_key } => {
-            Arc::new(openai::OpenAiCompatible::new(http, base_url.clone(), model.clone(), api_key.clone(), timeout))
-        }
+        ProviderConfig::OpenAi { base_url, model, api_key } => Arc::new(openai::OpenAiChat::new(
+            http,
+            openai::Endpoint::compatible(base_url, model, api_key.clone()),
+            timeout,
+        )),
         ProviderConfig::Mock => Arc::new(mock::MockProvider::new()),
     }
-}
-
-/// Parses a `Retry-After` header (seconds or HTTP date; we honour seconds).
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }

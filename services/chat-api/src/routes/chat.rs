@@ -1,9 +1,14 @@
-//! `POST /api/ai/chat` and `POST /api/ai/start-conversation`.
+//! `POST /api/ai/chat` (whole or streamed) and `POST /api/ai/start-conversation`.
+
+use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -11,9 +16,15 @@ use uuid::Uuid;
 use super::AppState;
 use super::extract::ApiJson;
 use crate::auth::Caller;
-use crate::chat::{TurnInput, TurnOutput};
+use crate::chat::{TurnEvent, TurnInput, TurnOutput};
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id;
+
+/// A comment line every this long while nothing else is sent, so proxies and
+/// clients do not time a silent stream out.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The media type of a streamed answer.
+const EVENT_STREAM: &str = "text/event-stream";
 
 /// A chat message in either of the seed's two shapes: the proxy shape
 /// (`X-API-Key`: `user_message` + `client_user_id`) or the simple shape
@@ -31,6 +42,8 @@ pub struct ChatRequest {
     /// Prior context, alternating user/assistant starting with the user; used
     /// (and stored) only when the conversation has no stored messages yet.
     pub history: Option<Vec<String>>,
+    /// Stream the answer as server-sent events (as does `Accept: text/event-stream`).
+    pub stream: Option<bool>,
 }
 
 /// Body of `POST /api/ai/start-conversation`.
@@ -83,10 +96,42 @@ impl From<TurnOutput> for ProxyChatResponse {
                 completion_tokens: out.usage.completion_tokens,
                 total_tokens: out.usage.total_tokens,
             },
-            meta: Meta { model: out.model, request_id: request_id::current() },
+            meta: Meta { model: out.model, request_id: Some(out.request_id) },
         }
     }
 }
+
+impl From<TurnOutput> for SimpleChatResponse {
+    fn from(out: TurnOutput) -> Self {
+        Self { conversation_id: out.conversation_id, response: out.text }
+    }
+}
+
+/// Data of the `conversation` event, sent first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamConversationEvent {
+    pub conversation_id: Uuid,
+    pub request_id: String,
+}
+
+/// Data of a `delta` event: the next piece of the answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamDeltaEvent {
+    pub text: String,
+}
+
+/// A streamed answer (`text/event-stream`): `event: conversation`
+/// ([`StreamConversationEvent`]), then one `event: delta`
+/// ([`StreamDeltaEvent`]) per piece of the answer, then `event: done` whose
+/// data is exactly the non-streamed answer of the caller's shape
+/// ([`ProxyChatResponse`] or [`SimpleChatResponse`]), or `event: error`
+/// ([`ErrorBody`]); `: keep-alive` comment lines every 15 s of silence.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes the OpenAPI document only; never built")]
+#[schema(
+    example = "event: conversation\ndata: {\"conversation_id\":\"6a1c...\",\"request_id\":\"req-1\"}\n\nevent: delta\ndata: {\"text\":\"Hello\"}\n\nevent: done\ndata: {\"conversation_id\":\"6a1c...\",\"ai_response\":\"Hello\",...}\n\n"
+)]
+pub struct ChatEventStream(String);
 
 fn traceparent(headers: &HeaderMap) -> Option<String> {
     headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -103,10 +148,14 @@ fn required_user(client_user_id: Option<Uuid>) -> Result<Uuid, ApiError> {
     tag = "chat",
     request_body = ChatRequest,
     responses(
-        (status = 200, description = "Proxy shape (X-API-Key) answer; Bearer callers get SimpleChatResponse", body = ProxyChatResponse),
+        (status = 200, description = "The answer: proxy shape (X-API-Key; Bearer callers get SimpleChatResponse), or, with `\"stream\": true` or `Accept: text/event-stream`, a stream of server-sent events (ChatEventStream; failures after it began arrive as an `error` event)", content(
+            (ProxyChatResponse = "application/json"),
+            (ChatEventStream = "text/event-stream"),
+        )),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "Conversation not found", body = ErrorBody),
+        (status = 409, description = "Another turn of the conversation did not finish within TURN_WAIT_SECS (conversation_busy)", body = ErrorBody),
         (status = 422, description = "Blocked by the provider's content filter", body = ErrorBody),
         (status = 429, description = "The provider is rate limiting", body = ErrorBody),
         (status = 502, description = "The provider failed", body = ErrorBody),
@@ -135,23 +184,57 @@ pub async fn chat(
             return Err(ApiError::bad_request("invalid_request", "message is required"));
         }
     };
-    let out = state
-        .chat
-        .turn(TurnInput {
-            conversation_id: body.conversation_id,
-            user_id,
-            message,
-            history: body.history.unwrap_or_default(),
-            request_id: request_id::current().unwrap_or_default(),
-            traceparent: traceparent(&headers),
-        })
-        .await?;
+    let stream = body.stream == Some(true) || accepts_event_stream(&headers);
+    let input = TurnInput {
+        conversation_id: body.conversation_id,
+        user_id,
+        message,
+        history: body.history.unwrap_or_default(),
+        request_id: request_id::current().unwrap_or_default(),
+        traceparent: traceparent(&headers),
+    };
+    if stream {
+        return Ok(event_stream(state.chat.turn_stream(input).await?, caller));
+    }
+    let out = state.chat.turn(input).await?;
     Ok(match caller {
         Caller::Service => Json(ProxyChatResponse::from(out)).into_response(),
-        Caller::User(_) => {
-            Json(SimpleChatResponse { conversation_id: out.conversation_id, response: out.text }).into_response()
-        }
+        Caller::User(_) => Json(SimpleChatResponse::from(out)).into_response(),
     })
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains(EVENT_STREAM))
+}
+
+/// The SSE response of a streamed turn; events are written as the turn produces them.
+fn event_stream(turn: crate::chat::TurnStream, caller: Caller) -> Response {
+    let events = turn.map(move |event| Ok::<_, Infallible>(sse_event(event, caller)));
+    let mut response =
+        Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx (and ingress-nginx) would otherwise buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn sse_event(event: TurnEvent, caller: Caller) -> Event {
+    let (name, data) = match event {
+        TurnEvent::Conversation { conversation_id, request_id } => {
+            ("conversation", serde_json::to_string(&StreamConversationEvent { conversation_id, request_id }))
+        }
+        TurnEvent::Delta(text) => ("delta", serde_json::to_string(&StreamDeltaEvent { text })),
+        TurnEvent::Done(out) => (
+            "done",
+            match caller {
+                Caller::Service => serde_json::to_string(&ProxyChatResponse::from(out)),
+                Caller::User(_) => serde_json::to_string(&SimpleChatResponse::from(out)),
+            },
+        ),
+        TurnEvent::Error { error, request_id } => ("error", serde_json::to_string(&error.body(Some(request_id)))),
+    };
+    Event::default().event(name).data(data.expect("event data always serialises"))
 }
 
 /// Start a conversation for a user, optionally with prior history. When the

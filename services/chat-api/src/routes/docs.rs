@@ -27,6 +27,7 @@ use super::{chat, conversations, health};
         health::livez,
         health::readyz,
     ),
+    components(schemas(chat::StreamConversationEvent, chat::StreamDeltaEvent, chat::SimpleChatResponse)),
     modifiers(&Security, &LimitsAndIdempotency),
     tags(
         (name = "chat", description = "Chat turns"),

@@ -110,9 +110,12 @@ async fn metrics_count_requests_by_route_template(pool: PgPool) {
     assert!(line(r#"colloquy_http_requests_total{method="POST",route="/api/ai/chat",status="200"}"#).ends_with(" 2"));
     assert!(line(r#"colloquy_http_requests_total{method="POST",route="/api/ai/chat",status="400"}"#).ends_with(" 1"));
     assert!(line(r#"colloquy_http_requests_total{method="POST",route="/api/ai/chat",status="502"}"#).ends_with(" 1"));
-    assert!(
-        line(r#"colloquy_llm_requests_total{model="colloquy-mock",outcome="error",provider="mock"}"#).ends_with(" 1")
-    );
+    let calls = |error_type: &str| {
+        line(&format!(
+            r#"gen_ai_client_operation_duration_seconds_count{{error_type="{error_type}",gen_ai_operation_name="chat",gen_ai_provider_name="colloquy.mock",gen_ai_request_model="colloquy-mock"}}"#
+        ))
+    };
+    assert!(calls("error").ends_with(" 1"));
     assert!(
         line(r#"colloquy_http_request_duration_seconds_count{method="POST",route="/api/ai/chat"}"#).ends_with(" 4")
     );
@@ -123,7 +126,8 @@ async fn metrics_count_requests_by_route_template(pool: PgPool) {
             .ends_with(" 1")
     );
     assert!(!text.contains(id), "conversation ids must not be metric labels");
-    assert!(line(r#"colloquy_llm_requests_total{model="colloquy-mock",outcome="ok",provider="mock"}"#).ends_with(" 2"));
+    assert!(calls("").ends_with(" 2"));
+    assert!(!text.contains("colloquy_llm_"), "provider calls are counted once, by the GenAI histograms");
     assert!(line("colloquy_conversations_created_total").ends_with(" 1"));
     assert!(line("colloquy_turns_stored_total").ends_with(" 2"));
 }

@@ -409,3 +409,60 @@ async fn first_message_titles_by_default(pool: PgPool) {
     assert_eq!(task_rows(&app).await, 0);
     assert_eq!(upstream.requests().len(), 2);
 }
+
+/// An OpenAI-compatible streamed answer: `text` in one chunk, then usage and `[DONE]`.
+fn streamed_answer(text: &str) -> FakeResponse {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    FakeResponse::sse(vec![
+        chunk(json!({"role": "assistant", "content": text}), Value::Null),
+        chunk(json!({}), json!("stop")),
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test", "choices": [],
+               "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+        .to_string(),
+        "[DONE]".to_owned(),
+    ])
+}
+
+async fn streamed_turn(app: &TestApp, id: &str, message: &str) {
+    let body = json!({"conversation_id": id, "user_message": message, "client_user_id": USER, "stream": true});
+    let reply = crate::stream::send_stream(app, &crate::stream::proxy(), body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.events.last().map(|e| e.event.as_str()), Some("done"), "{:?}", reply.events);
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn streamed_turns_take_the_title_fold_and_carry_the_summary(pool: PgPool) {
+    let (app, upstream) = app_with_upstream(pool, &[("MAX_HISTORY_MESSAGES", "4"), ("SUMMARIES", "on")]).await;
+    upstream.respond_with(|r| match kind(r) {
+        "summary" => Some(FakeResponse::json(200, completion("summary: the user likes green tea", 50, 9))),
+        _ if r.json()["stream"] == true => Some(streamed_answer("noted")),
+        _ => None,
+    });
+    // Started without history: untitled until its first (streamed) turn.
+    let started = app.post("/api/ai/start-conversation", &[KEY], json!({"client_user_id": USER})).await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let id = started.body["conversation_id"].as_str().unwrap().to_owned();
+    assert!(conversation(&app, &id).await["conversation"]["title"].is_null());
+    streamed_turn(&app, &id, "I like green tea").await;
+    assert_eq!(conversation(&app, &id).await["conversation"]["title"], "I like green tea");
+    streamed_turn(&app, &id, "m2").await;
+    assert!(summary_of(&app, &id).await.is_none());
+    // 6 stored messages > 4: the streamed path schedules the fold too.
+    streamed_turn(&app, &id, "m3").await;
+    let summary = eventually("the summary", async || summary_of(&app, &id).await).await;
+    assert_eq!(summary, "summary: the user likes green tea");
+    // The next streamed turn sends the summary, then only the newer messages.
+    streamed_turn(&app, &id, "m4").await;
+    let last = upstream.requests().into_iter().filter(|r| kind(r) == "chat").last().unwrap();
+    assert_eq!(last.json()["stream"], true);
+    let context = sent(&last);
+    assert!(context[0].starts_with("system:Summary of the earlier part"), "{context:?}");
+    assert!(context[0].ends_with("summary: the user likes green tea"), "{context:?}");
+    assert_eq!(&context[1..], ["user:m3", "assistant:noted", "user:m4"]);
+    // The title stays the first message's.
+    assert_eq!(conversation(&app, &id).await["conversation"]["title"], "I like green tea");
+}

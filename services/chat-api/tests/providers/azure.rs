@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chat_api::config::Secret;
-use chat_api::llm::azure::AzureOpenAi;
+use chat_api::llm::openai::{Endpoint, OpenAiChat};
 use chat_api::llm::{ChatProvider, CompletionRequest, ProviderError, Usage};
 use serde_json::json;
 
@@ -12,15 +12,12 @@ use crate::{LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, c
 
 const KEY: &str = "azure-test-key-0123456789abcdef";
 
-fn provider(upstream: &FakeUpstream, timeout: Duration) -> AzureOpenAi {
-    AzureOpenAi::new(
-        http(),
-        format!("{}/", upstream.url), // a trailing slash must not double up
-        "gpt-4o-prod".into(),
-        "2024-10-21".into(),
-        Secret::new(KEY),
-        timeout,
-    )
+fn provider(upstream: &FakeUpstream, timeout: Duration) -> OpenAiChat {
+    azure_at(&format!("{}/", upstream.url), timeout) // a trailing slash must not double up
+}
+
+fn azure_at(endpoint: &str, timeout: Duration) -> OpenAiChat {
+    OpenAiChat::new(http(), Endpoint::azure(endpoint, "gpt-4o-prod", "2024-10-21", Secret::new(KEY)), timeout)
 }
 
 fn success_body() -> serde_json::Value {
@@ -55,7 +52,7 @@ async fn azure_sends_the_exact_request_and_parses_the_answer() {
     assert_eq!(completion.text, "4.");
     assert_eq!(completion.model, "gpt-4o-2024-08-06");
     assert_eq!(completion.finish_reason.as_deref(), Some("stop"));
-    assert_eq!(completion.usage, Usage { prompt_tokens: 31, completion_tokens: 2, total_tokens: 33 });
+    assert_eq!(completion.usage, Some(Usage { prompt_tokens: 31, completion_tokens: 2, total_tokens: 33 }));
 
     let req = upstream.single_request();
     assert_eq!(req.method, "POST");
@@ -269,14 +266,7 @@ async fn azure_401_says_the_key_was_rejected_without_echoing_it() {
 async fn azure_unreachable_is_transport_without_url_or_key() {
     // Bind then drop a listener: nothing listens on that port any more.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let p = AzureOpenAi::new(
-        http(),
-        format!("http://127.0.0.1:{port}"),
-        "d".into(),
-        "2024-10-21".into(),
-        Secret::new(KEY),
-        TIMEOUT,
-    );
+    let p = azure_at(&format!("http://127.0.0.1:{port}"), TIMEOUT);
     let err = p.complete(&conversation()).await.unwrap_err();
     assert!(matches!(err, ProviderError::Transport(_)), "{err:?}");
     assert_no_secret(&err, KEY);
@@ -313,7 +303,7 @@ async fn azure_streams_deltas_then_usage() {
     assert_eq!(deltas, vec!["Two plus", " two is 4."]);
     assert_done(
         &done,
-        Usage { prompt_tokens: 31, completion_tokens: 6, total_tokens: 37 },
+        Some(Usage { prompt_tokens: 31, completion_tokens: 6, total_tokens: 37 }),
         "gpt-4o-2024-08-06",
         "stop",
     );
@@ -364,4 +354,54 @@ async fn azure_stream_slow_start_is_a_timeout() {
     upstream.push(FakeResponse::sse(vec!["[DONE]".into()]).with_delay(LONG_DELAY));
     let err = provider(&upstream, SHORT_TIMEOUT).stream(&conversation()).await.err().expect("an error");
     assert_eq!(err, ProviderError::Timeout(SHORT_TIMEOUT));
+}
+
+#[tokio::test]
+async fn azure_400_content_filter_in_the_specification_spelling() {
+    let upstream = FakeUpstream::start().await;
+    // The 2024-10-21 specification: `inner_error.content_filter_results`.
+    upstream.push(FakeResponse::json(
+        400,
+        json!({"error": {
+            "code": "content_filter",
+            "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+            "param": "prompt",
+            "inner_error": {
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_results": {
+                    "hate": {"filtered": false, "severity": "safe"},
+                    "self_harm": {"filtered": true, "severity": "high"}
+                }
+            }
+        }}),
+    ));
+    match provider(&upstream, TIMEOUT).complete(&conversation()).await.unwrap_err() {
+        ProviderError::ContentFiltered { message } => {
+            assert!(message.contains("self_harm") && !message.contains("hate"), "{message}")
+        }
+        other => panic!("expected ContentFiltered, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn azure_stream_with_filter_only_chunks_and_no_usage_chunk() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(FakeResponse::sse(vec![
+        json!({"id": "", "object": "", "created": 0, "model": "", "choices": [],
+               "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"hate": {"filtered": false, "severity": "safe"}}}]})
+        .to_string(),
+        chunk(json!({"content": "Safe "}), None),
+        // A chunk that carries only content-filter results (asynchronous filter annotations).
+        json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06",
+               "choices": [{"index": 0, "finish_reason": null,
+                            "content_filter_results": {"hate": {"filtered": false, "severity": "safe"}},
+                            "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 5}}]})
+        .to_string(),
+        chunk(json!({"content": "answer."}), None),
+        chunk(json!({}), Some("stop")),
+        "[DONE]".into(),
+    ]));
+    let (deltas, done) = collect_stream(&provider(&upstream, TIMEOUT), &conversation()).await.unwrap();
+    assert_eq!(deltas, vec!["Safe ", "answer."]);
+    assert_done(&done, None, "gpt-4o-2024-08-06", "stop");
 }

@@ -18,7 +18,7 @@ async fn mock_echoes_the_last_user_message_with_honest_counts() {
     assert_eq!(completion.model, "colloquy-mock");
     assert_eq!(completion.finish_reason.as_deref(), Some("stop"));
     // Answer tokens: [ mock ] You said : " What is 2 + 2 ? " ( context : 4 messages , 13 tokens ) = 23.
-    assert_eq!(completion.usage, Usage { prompt_tokens: 13, completion_tokens: 23, total_tokens: 36 });
+    assert_eq!(completion.usage, Some(Usage { prompt_tokens: 13, completion_tokens: 23, total_tokens: 36 }));
 
     // Deterministic.
     assert_eq!(p.complete(&conversation()).await.unwrap(), completion);

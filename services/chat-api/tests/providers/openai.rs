@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chat_api::config::Secret;
-use chat_api::llm::openai::OpenAiCompatible;
+use chat_api::llm::openai::{Endpoint, OpenAiChat};
 use chat_api::llm::{ChatProvider, ProviderError, Usage};
 use serde_json::json;
 
@@ -13,8 +13,9 @@ use crate::{LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, c
 
 const KEY: &str = "sk-proj-test0123456789abcdefXYZ";
 
-fn provider(upstream: &FakeUpstream, key: Option<&str>, timeout: Duration) -> OpenAiCompatible {
-    OpenAiCompatible::new(http(), format!("{}/v1", upstream.url), "llama-3.1-8b".into(), key.map(Secret::new), timeout)
+fn provider(upstream: &FakeUpstream, key: Option<&str>, timeout: Duration) -> OpenAiChat {
+    let endpoint = Endpoint::compatible(&format!("{}/v1", upstream.url), "llama-3.1-8b", key.map(Secret::new));
+    OpenAiChat::new(http(), endpoint, timeout)
 }
 
 fn success_body() -> serde_json::Value {
@@ -45,7 +46,7 @@ async fn openai_sends_model_and_bearer_key_and_parses_the_answer() {
     assert_eq!(completion.text, "4");
     assert_eq!(completion.model, "meta-llama/Llama-3.1-8B-Instruct");
     assert_eq!(completion.finish_reason.as_deref(), Some("length"));
-    assert_eq!(completion.usage, Usage { prompt_tokens: 25, completion_tokens: 1, total_tokens: 26 });
+    assert_eq!(completion.usage, Some(Usage { prompt_tokens: 25, completion_tokens: 1, total_tokens: 26 }));
 
     let req = upstream.single_request();
     assert_eq!(req.method, "POST");
@@ -76,10 +77,10 @@ async fn openai_without_a_key_sends_no_authorization() {
     upstream
         .push(FakeResponse::json(200, json!({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})));
     let completion = provider(&upstream, None, TIMEOUT).complete(&conversation()).await.unwrap();
-    // No model nor usage in the answer: fall back to the configured model, zero usage.
+    // No model nor usage in the answer: fall back to the configured model, no usage.
     assert_eq!(completion.text, "ok");
     assert_eq!(completion.model, "llama-3.1-8b");
-    assert_eq!(completion.usage, Usage::default());
+    assert_eq!(completion.usage, None);
     assert_eq!(upstream.single_request().header("authorization"), None);
 }
 
@@ -160,8 +161,9 @@ async fn openai_garbage_is_invalid_response() {
     let p = provider(&upstream, None, TIMEOUT);
     let err = p.complete(&conversation()).await.unwrap_err();
     assert!(matches!(&err, ProviderError::InvalidResponse(m) if m.contains("not json")), "{err:?}");
+    // No text (a tool call we never asked for): no answer, never an empty success.
     let err = p.complete(&conversation()).await.unwrap_err();
-    assert!(matches!(err, ProviderError::InvalidResponse(_)), "{err:?}");
+    assert!(matches!(&err, ProviderError::NoAnswer(m) if m.contains("tool_calls")), "{err:?}");
 }
 
 fn chunk(content: Option<&str>, finish_reason: Option<&str>) -> String {
@@ -194,7 +196,7 @@ async fn openai_streams_deltas_then_usage() {
     assert_eq!(deltas.concat(), "Four.");
     assert_done(
         &done,
-        Usage { prompt_tokens: 25, completion_tokens: 3, total_tokens: 28 },
+        Some(Usage { prompt_tokens: 25, completion_tokens: 3, total_tokens: 28 }),
         "llama-3.1-8b-instruct",
         "stop",
     );
@@ -221,8 +223,8 @@ async fn openai_stream_survives_events_split_across_reads() {
     upstream.push(FakeResponse::sse_chunks(pieces).with_chunk_delay(Duration::from_millis(1)));
     let (deltas, done) = collect_stream(&provider(&upstream, None, TIMEOUT), &conversation()).await.unwrap();
     assert_eq!(deltas, vec!["héllo wörld"]);
-    // No usage chunk: zero usage rather than a failure.
-    assert_done(&done, Usage::default(), "llama-3.1-8b-instruct", "stop");
+    // No usage chunk: no usage rather than a failure.
+    assert_done(&done, None, "llama-3.1-8b-instruct", "stop");
 }
 
 #[tokio::test]
@@ -258,5 +260,51 @@ async fn openai_stream_error_event_is_upstream() {
     assert!(
         matches!(&err, ProviderError::Upstream { message, .. } if message.contains("server had an error")),
         "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn openai_stream_from_vllm_with_a_null_choices_usage_chunk() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(FakeResponse::sse(vec![
+        chunk(Some("Fo"), None),
+        chunk(Some("ur"), Some("stop")),
+        // vLLM's final usage chunk: `"choices": null` rather than `[]`.
+        json!({"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "meta-llama/Llama-3.1-8B-Instruct",
+               "choices": null, "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}})
+        .to_string(),
+        "[DONE]".into(),
+    ]));
+    let (deltas, done) = collect_stream(&provider(&upstream, None, TIMEOUT), &conversation()).await.unwrap();
+    assert_eq!(deltas.concat(), "Four");
+    assert_done(
+        &done,
+        Some(Usage { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 }),
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "stop",
+    );
+}
+
+#[tokio::test]
+async fn openai_empty_answer_is_an_error_not_an_empty_success() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(FakeResponse::json(200, json!({"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]})));
+    upstream.push(FakeResponse::sse(vec![chunk(Some(""), Some("stop")), "[DONE]".into()]));
+    let p = provider(&upstream, None, TIMEOUT);
+    assert!(matches!(p.complete(&conversation()).await, Err(ProviderError::NoAnswer(_))));
+    assert!(matches!(collect_stream(&p, &conversation()).await, Err(ProviderError::NoAnswer(_))));
+}
+
+#[tokio::test]
+async fn openai_server_ignoring_stream_true_is_passed_on_whole() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(FakeResponse::json(200, success_body()));
+    let (deltas, done) = collect_stream(&provider(&upstream, None, TIMEOUT), &conversation()).await.unwrap();
+    assert_eq!(deltas, vec!["4"]);
+    assert_done(
+        &done,
+        Some(Usage { prompt_tokens: 25, completion_tokens: 1, total_tokens: 26 }),
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "length",
     );
 }

@@ -67,7 +67,7 @@ async fn vertex_sends_the_exact_request_and_parses_the_answer() {
     assert_eq!(completion.text, "2+2 is 4.");
     assert_eq!(completion.model, "gemini-2.0-flash-001");
     assert_eq!(completion.finish_reason.as_deref(), Some("stop"));
-    assert_eq!(completion.usage, Usage { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 });
+    assert_eq!(completion.usage, Some(Usage { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 }));
 
     let token_request = f.metadata.single_request();
     assert_eq!(token_request.method, "GET");
@@ -229,7 +229,7 @@ async fn vertex_max_tokens_is_length() {
     assert_eq!(completion.text, "Cut sh");
     assert_eq!(completion.finish_reason.as_deref(), Some("length"));
     assert_eq!(completion.model, "gemini-2.0-flash", "no modelVersion: the configured model");
-    assert_eq!(completion.usage, Usage { prompt_tokens: 10, completion_tokens: 7, total_tokens: 17 });
+    assert_eq!(completion.usage, Some(Usage { prompt_tokens: 10, completion_tokens: 7, total_tokens: 17 }));
 }
 
 #[tokio::test]
@@ -271,7 +271,7 @@ async fn vertex_streams_deltas_then_usage() {
     assert_eq!(deltas, vec!["2+2", " is", " 4."]);
     assert_done(
         &done,
-        Usage { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 },
+        Some(Usage { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 }),
         "gemini-2.0-flash-001",
         "stop",
     );
@@ -302,4 +302,85 @@ async fn vertex_stream_cut_short_is_invalid_response() {
     ]));
     let err = collect_stream(&f.provider(TIMEOUT), &conversation()).await.unwrap_err();
     assert!(matches!(err, ProviderError::InvalidResponse(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn vertex_model_armor_is_content_filtered_and_other_without_text_is_an_error() {
+    let f = Fixture::start().await;
+    f.vertex.push(FakeResponse::json(
+        200,
+        json!({"candidates": [{"finishReason": "MODEL_ARMOR", "finishMessage": "Blocked by Model Armor floor setting"}],
+               "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12}}),
+    ));
+    let p = f.provider(TIMEOUT);
+    match p.complete(&conversation()).await.unwrap_err() {
+        ProviderError::ContentFiltered { message } => assert!(message.contains("MODEL_ARMOR"), "{message}"),
+        other => panic!("expected ContentFiltered, got {other:?}"),
+    }
+    for reason in ["OTHER", "MALFORMED_FUNCTION_CALL"] {
+        f.vertex.push(FakeResponse::json(
+            200,
+            json!({"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": reason}],
+                   "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12}}),
+        ));
+        let err = p.complete(&conversation()).await.unwrap_err();
+        assert!(matches!(&err, ProviderError::NoAnswer(m) if m.contains(reason)), "{reason}: {err:?}");
+    }
+    // Streamed: a stop without any text is an error too, never an empty success.
+    f.vertex.push(FakeResponse::sse(vec![
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "thinking", "thought": true}]}}]})
+            .to_string(),
+        json!({"candidates": [{"finishReason": "OTHER"}], "usageMetadata": {"promptTokenCount": 3}}).to_string(),
+    ]));
+    let err = collect_stream(&p, &conversation()).await.unwrap_err();
+    assert!(matches!(err, ProviderError::NoAnswer(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn vertex_stream_error_object_is_upstream() {
+    let f = Fixture::start().await;
+    f.vertex.push(FakeResponse::sse(vec![
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Once upon"}]}}]}).to_string(),
+        json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}})
+            .to_string(),
+    ]));
+    let err = collect_stream(&f.provider(TIMEOUT), &conversation()).await.unwrap_err();
+    assert_eq!(
+        err,
+        ProviderError::Upstream {
+            status: 503,
+            code: Some("UNAVAILABLE".into()),
+            message: "The model is overloaded. Please try again later.".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn vertex_stream_survives_events_split_across_reads() {
+    let f = Fixture::start().await;
+    let body = format!(
+        "data: {}\r\n\r\ndata: {}\r\n\r\n",
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "héllo "}]}}]}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "wörld"}]}, "finishReason": "STOP"}],
+               "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 2, "totalTokenCount": 6}})
+    );
+    let pieces: Vec<bytes::Bytes> = body.as_bytes().chunks(5).map(bytes::Bytes::copy_from_slice).collect();
+    f.vertex.push(FakeResponse::sse_chunks(pieces).with_chunk_delay(Duration::from_millis(1)));
+    let (deltas, done) = collect_stream(&f.provider(TIMEOUT), &conversation()).await.unwrap();
+    assert_eq!(deltas.concat(), "héllo wörld");
+    assert_done(
+        &done,
+        Some(Usage { prompt_tokens: 4, completion_tokens: 2, total_tokens: 6 }),
+        "gemini-2.0-flash",
+        "stop",
+    );
+}
+
+#[test]
+fn vertex_global_location_uses_the_global_endpoint() {
+    assert_eq!(chat_api::llm::vertex::default_endpoint("global"), "https://aiplatform.googleapis.com");
+    assert_eq!(
+        chat_api::llm::vertex::default_endpoint("europe-west4"),
+        "https://europe-west4-aiplatform.googleapis.com"
+    );
 }

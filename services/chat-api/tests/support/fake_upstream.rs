@@ -9,10 +9,13 @@
 //! ```
 //!
 //! Every request is recorded (before any scripted delay), then answered with
-//! the next queued response, or the default one when the queue is empty.
+//! the responder's answer when one is set and gives one, or the next queued
+//! response, or the default one. Chunked (SSE) bodies that the connection
+//! dropped before their last chunk are counted: the client closed the connection.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -139,19 +142,24 @@ impl FakeResponse {
         self
     }
 
-    fn into_response(self) -> Response {
+    fn into_response(self, dropped: Arc<AtomicUsize>) -> Response {
         let status = StatusCode::from_u16(self.status).expect("valid status code");
         let body = match self.body {
             FakeBody::Full(bytes) => Body::from(bytes),
             FakeBody::Chunks(chunks) => {
                 let chunk_delay = self.chunk_delay;
-                let stream = futures::stream::unfold((chunks.into_iter(), true), move |(mut it, first)| async move {
-                    let chunk = it.next()?;
-                    if let (false, Some(d)) = (first, chunk_delay) {
-                        tokio::time::sleep(d).await;
-                    }
-                    Some((Ok::<_, Infallible>(chunk), (it, false)))
-                });
+                let watch = DropWatch { remaining: chunks.len(), dropped };
+                let stream = futures::stream::unfold(
+                    (chunks.into_iter(), true, watch),
+                    move |(mut it, first, mut watch)| async move {
+                        let chunk = it.next()?;
+                        if let (false, Some(d)) = (first, chunk_delay) {
+                            tokio::time::sleep(d).await;
+                        }
+                        watch.remaining -= 1;
+                        Some((Ok::<_, Infallible>(chunk), (it, false, watch)))
+                    },
+                );
                 Body::from_stream(stream)
             }
         };
@@ -167,6 +175,20 @@ impl FakeResponse {
     }
 }
 
+/// Counts a chunked body dropped before its last chunk was taken.
+struct DropWatch {
+    remaining: usize,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if self.remaining > 0 {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Picks an answer from the request itself (`None`: use the queue).
 type Responder = Box<dyn Fn(&RecordedRequest) -> Option<FakeResponse> + Send + Sync>;
 
@@ -175,6 +197,7 @@ struct Shared {
     queue: Mutex<VecDeque<FakeResponse>>,
     default: Mutex<FakeResponse>,
     requests: Mutex<Vec<RecordedRequest>>,
+    dropped_streams: Arc<AtomicUsize>,
 }
 
 /// An HTTP server on `127.0.0.1:<random port>`, answering from a script. Stops when dropped.
@@ -194,6 +217,7 @@ impl FakeUpstream {
             queue: Mutex::new(VecDeque::new()),
             default: Mutex::new(FakeResponse::json(500, serde_json::json!({"error": "no scripted response"}))),
             requests: Mutex::new(Vec::new()),
+            dropped_streams: Arc::new(AtomicUsize::new(0)),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake upstream");
@@ -218,6 +242,25 @@ impl FakeUpstream {
     /// The answer used when the queue is empty.
     pub fn set_default(&self, response: FakeResponse) {
         *self.shared.default.lock().unwrap() = response;
+    }
+
+    /// Answers every request with what `f` makes of it.
+    pub fn set_responder(&self, f: impl Fn(&RecordedRequest) -> FakeResponse + Send + Sync + 'static) {
+        self.respond_with(move |r| Some(f(r)));
+    }
+
+    /// How many chunked bodies were dropped before their end: the client closed the connection.
+    pub fn dropped_streams(&self) -> usize {
+        self.shared.dropped_streams.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to `within`) until `n` chunked bodies were dropped; returns the count.
+    pub async fn wait_dropped_streams(&self, n: usize, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.dropped_streams() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.dropped_streams()
     }
 
     /// Everything received so far, in order.
@@ -263,5 +306,5 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if let Some(delay) = response.delay {
         tokio::time::sleep(delay).await;
     }
-    response.into_response()
+    response.into_response(shared.dropped_streams.clone())
 }

@@ -1,0 +1,150 @@
+//! The streaming benchmark's load generator (`scripts/bench.sh`): starts
+//! `--turns` streamed turns (`"stream": true`, each on a new conversation) at
+//! `--rate` per second, so that `rate * answer duration` turns are in flight
+//! at once, reads every event, and prints one `STREAM key=value ...` line:
+//! turns that failed (anything but `conversation`, deltas, `done`), the most
+//! turns in flight, and the time to the first delta and to `done` added over
+//! the upstream's own (its first chunk at once, its last at
+//! `(chunks - 1) * duration / chunks`), p50/p99/max in microseconds.
+//!
+//!   cargo run --release -p chat-api --example bench_stream_client -- --url http://127.0.0.1:8000 ...
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    api_key: String,
+    #[arg(long)]
+    user: String,
+    #[arg(long, default_value_t = 10_000)]
+    turns: usize,
+    /// Turns started per second.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// The upstream's pacing (to subtract its own times).
+    #[arg(long, default_value_t = 50)]
+    chunks: u32,
+    #[arg(long, default_value_t = 10_000)]
+    duration_ms: u64,
+    /// Speak HTTP/2 (h2c, prior knowledge) over this many connections, as a
+    /// proxying server or an ingress would; 0: HTTP/1.1, one connection per turn.
+    #[arg(long, default_value_t = 0)]
+    h2_connections: usize,
+}
+
+struct Turn {
+    ok: bool,
+    first_delta: Option<Duration>,
+    done: Option<Duration>,
+}
+
+async fn turn(client: reqwest::Client, url: String, body: String, key: String) -> Turn {
+    let sent = Instant::now();
+    let failed = Turn { ok: false, first_delta: None, done: None };
+    let response = match client
+        .post(format!("{url}/api/ai/chat"))
+        .header("content-type", "application/json")
+        .header("x-api-key", key)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => r,
+        _ => return failed,
+    };
+    let mut events = response.bytes_stream().eventsource();
+    let (mut first_delta, mut deltas) = (None, 0usize);
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { return failed };
+        match event.event.as_str() {
+            "conversation" => {}
+            "delta" => {
+                deltas += 1;
+                first_delta.get_or_insert_with(|| sent.elapsed());
+            }
+            "done" => return Turn { ok: deltas > 0, first_delta, done: Some(sent.elapsed()) },
+            _ => return failed,
+        }
+    }
+    failed
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let client = |h2: bool| {
+        let builder = reqwest::Client::builder().tcp_nodelay(true).timeout(Duration::from_secs(120));
+        let builder = if h2 { builder.http2_prior_knowledge() } else { builder };
+        builder.build().expect("HTTP client")
+    };
+    // One client per HTTP/2 connection (a reqwest client keeps one per host).
+    let clients: Vec<reqwest::Client> = if args.h2_connections > 0 {
+        (0..args.h2_connections).map(|_| client(true)).collect()
+    } else {
+        vec![client(false)]
+    };
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.turns);
+    for i in 0..args.turns {
+        tokio::time::sleep_until(started + Duration::from_micros(i as u64 * 1_000_000 / args.rate.max(1))).await;
+        let body = format!(
+            "{{\"user_message\":\"Benchmark turn {i}: tell me a long story\",\"client_user_id\":\"{}\",\"stream\":true}}",
+            args.user
+        );
+        let (in_flight, peak) = (in_flight.clone(), peak.clone());
+        let run = turn(clients[i % clients.len()].clone(), args.url.clone(), body, args.api_key.clone());
+        tasks.push(tokio::spawn(async move {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let result = run.await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            result
+        }));
+    }
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.unwrap_or(Turn { ok: false, first_delta: None, done: None }));
+    }
+    let step_us = (args.duration_ms * 1000 / u64::from(args.chunks.max(1))) as i64;
+    let upstream_last_us = step_us * (i64::from(args.chunks) - 1);
+    let ok: Vec<&Turn> = results.iter().filter(|t| t.ok).collect();
+    let mut ttfb: Vec<i64> = ok.iter().filter_map(|t| t.first_delta).map(|d| d.as_micros() as i64).collect();
+    let mut last: Vec<i64> =
+        ok.iter().filter_map(|t| t.done).map(|d| d.as_micros() as i64 - upstream_last_us).collect();
+    ttfb.sort_unstable();
+    last.sort_unstable();
+    println!(
+        "STREAM turns={} failed={} peak_in_flight={} elapsed_s={:.1} ttfb_p50_us={} ttfb_p99_us={} ttfb_max_us={} \
+         last_p50_us={} last_p99_us={} last_max_us={}",
+        results.len(),
+        results.len() - ok.len(),
+        peak.load(Ordering::SeqCst),
+        started.elapsed().as_secs_f64(),
+        percentile(&ttfb, 50.0),
+        percentile(&ttfb, 99.0),
+        ttfb.last().copied().unwrap_or(0),
+        percentile(&last, 50.0),
+        percentile(&last, 99.0),
+        last.last().copied().unwrap_or(0),
+    );
+}
