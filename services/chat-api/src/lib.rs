@@ -1,6 +1,7 @@
 //! Colloquy chat API: the seed service's contract in Rust.
 
 pub mod auth;
+pub mod body_end;
 pub mod chat;
 pub mod config;
 pub mod db;

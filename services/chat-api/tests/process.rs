@@ -204,10 +204,16 @@ impl Server {
         let pid = i32::try_from(self.child.id().unwrap()).unwrap();
         // SAFETY: sends a signal to the child we spawned; no memory is touched.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        self.stop_after_signal().await
+    }
+
+    /// Waits for the exit (0) of a process already signalled; what it wrote.
+    async fn stop_after_signal(self) -> String {
         let out = tokio::time::timeout(Duration::from_secs(30), self.child.wait_with_output())
             .await
             .expect("exited")
             .unwrap();
+        assert!(out.status.success(), "exit status {:?}", out.status);
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 }
@@ -334,4 +340,50 @@ async fn the_logs_of_a_run_hold_no_secrets_and_no_message_text(pool: PgPool) {
         let leak = logs.lines().find(|l| l.contains(needle));
         assert!(leak.is_none(), "{what} appears in the logs: {}", leak.unwrap_or_default());
     }
+}
+
+/// SIGTERM while a streamed answer is open: the stream runs to its `done`
+/// event (the turn is stored) before the process exits 0.
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn sigterm_lets_an_open_stream_finish(pool: PgPool) {
+    let upstream = FakeUpstream::start().await;
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    events.extend((0..8).map(|i| chunk(json!({"content": format!("piece {i} ")}), None)));
+    events.push(chunk(json!({}), Some("stop")));
+    events.push("[DONE]".to_owned());
+    upstream.set_default(FakeResponse::sse(events).with_chunk_delay(Duration::from_millis(250)));
+    let db = database_url(&pool);
+    let server = Server::start(
+        &db,
+        &upstream,
+        &[("SHUTDOWN_DRAIN_SECS", "0"), ("SHUTDOWN_GRACE_SECS", "20"), ("RUST_LOG", "warn")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut reply = server
+        .chat(&http, json!({"user_message": "stream slowly", "client_user_id": USER, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let mut text = String::from_utf8(reply.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(text.contains("event: conversation"), "{text}");
+
+    let pid = i32::try_from(server.child.id().unwrap()).unwrap();
+    // SAFETY: sends a signal to the child we spawned; no memory is touched.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let signalled = Instant::now();
+    while let Some(bytes) = reply.chunk().await.expect("the stream is not cut") {
+        text.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(text.contains("event: done") && text.contains("piece 7"), "{text}");
+    let logs = server.stop_after_signal().await;
+    assert!(signalled.elapsed() < Duration::from_secs(15), "took {:?}\n{logs}", signalled.elapsed());
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chatbot_user_memory").fetch_one(&pool).await.unwrap();
+    assert_eq!(stored, 2);
 }

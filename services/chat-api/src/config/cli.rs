@@ -156,6 +156,10 @@ pub struct ChatArgs {
     #[arg(long, env = names::MAX_MESSAGE_CHARS, default_value_t = defaults::MAX_MESSAGE_CHARS,
           value_parser = positive_usize)]
     pub max_message_chars: usize,
+    /// Seconds a turn waits for its conversation while another turn of it runs (then `409 conversation_busy`).
+    #[arg(long, env = names::TURN_WAIT_SECS, default_value_t = defaults::TURN_WAIT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub turn_wait_secs: u64,
     /// Fold messages beyond the history budget into a summary, off the request path.
     #[arg(long, env = names::SUMMARIES, default_value = "on", action = clap::ArgAction::Set, value_parser = on_off())]
     pub summaries: bool,

@@ -12,6 +12,8 @@
 //!   `422 idempotency_key_reused`; while the first is still running,
 //!   `409 request_in_progress` with `Retry-After` (we do not hold a second
 //!   connection and request open waiting for the first).
+//! - A streamed answer is recorded as it is sent and stored once it ended
+//!   with `done` ([`StreamRecord`]); a repeat replays its events.
 //! - Only successful (2xx) responses are stored. A failed request releases its
 //!   key, so the client can retry with the same key.
 //! - Keys expire after `IDEMPOTENCY_TTL_SECS`; [`crate::sweep`] deletes them.
@@ -25,12 +27,14 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use colloquy_contract::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::{ActingUser, Caller};
+use crate::body_end::{self, BodyWatch};
 use crate::db::idempotency::{self, Claim, Existing, KeyRef, StoredResponse};
 use crate::db::turn_write::{self, WriteUnit};
 use crate::error::ApiError;
@@ -138,6 +142,13 @@ struct ClaimGuard {
     armed: bool,
 }
 
+impl ClaimGuard {
+    /// The request completed the key: nothing to release.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
         if !self.armed {
@@ -163,6 +174,68 @@ fn replay(existing: Existing) -> Response {
     response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     response
 }
+
+fn is_event_stream(response: &Response) -> bool {
+    response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with(EVENT_STREAM))
+}
+
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// Largest streamed answer recorded for a replay; a longer one frees its key.
+const MAX_RECORDED_STREAM: usize = 8 * 1024 * 1024;
+
+/// Records a streamed answer as it is sent and, once the stream ended with
+/// its `done` event (the turn is stored by then), stores it for the key: a
+/// repeat replays the same events. A stream cut short or ending with an
+/// `error` event frees the key instead (the guard), as a failed request does.
+///
+/// Unlike a whole answer, the stored response commits just after the turn,
+/// not in its transaction (the events are on their way to the client while
+/// the turn is stored): a process killed in between leaves the key claimed
+/// until its lease ends, after which a repeat runs the turn again.
+struct StreamRecord {
+    idem: Arc<Idempotency>,
+    guard: ClaimGuard,
+    recorded: Vec<u8>,
+    too_large: bool,
+}
+
+impl BodyWatch for StreamRecord {
+    fn chunk(&mut self, data: &Bytes) {
+        if self.recorded.len() + data.len() > MAX_RECORDED_STREAM {
+            self.too_large = true;
+            self.recorded = Vec::new();
+        } else if !self.too_large {
+            self.recorded.extend_from_slice(data);
+        }
+    }
+
+    fn complete(self) {
+        let Self { idem, mut guard, recorded, too_large } = self;
+        // Event names start lines; a delta's text is JSON, with newlines escaped.
+        if too_large || !recorded.windows(DONE_EVENT.len()).any(|w| w == DONE_EVENT) {
+            return;
+        }
+        tokio::spawn(async move {
+            let key = KeyRef { principal: &guard.principal, key: &guard.key };
+            let stored = StoredResponse { status: 200, content_type: Some(EVENT_STREAM), body: &recorded };
+            let completed = match idem.pool.acquire().await {
+                Ok(mut conn) => idempotency::complete(&mut conn, &key, guard.claim, &stored).await,
+                Err(e) => Err(e),
+            };
+            match completed {
+                Ok(true) => {
+                    guard.disarm();
+                    idem.metrics.idempotency("stored");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not store a streamed answer for its idempotency key"),
+            }
+        });
+    }
+}
+
+const DONE_EVENT: &[u8] = b"\nevent: done\n";
 
 /// Why recording a response failed.
 enum FinishError {
@@ -229,14 +302,10 @@ pub async fn middleware(State(idem): State<Arc<Idempotency>>, request: Request, 
     };
     let request = Request::from_parts(parts, Body::from(bytes.clone()));
     let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
-    if wants_stream(&request, json.as_ref()) {
-        return ApiError::bad_request(
-            "idempotency_stream_unsupported",
-            "Idempotency-Key cannot be combined with a streamed answer yet; send it without streaming",
-        )
-        .into_response();
-    }
-    let hash = request_hash(request.method().as_str(), request.uri().path(), &bytes, json.as_ref());
+    let stream = wants_stream(&request, json.as_ref());
+    // A streamed and a whole answer are different responses to replay.
+    let route = if stream { format!("{} (stream)", request.uri().path()) } else { request.uri().path().to_owned() };
+    let hash = request_hash(request.method().as_str(), &route, &bytes, json.as_ref());
     let key_ref = KeyRef { principal: &principal, key: &key };
     let claim = Uuid::new_v4();
     match idempotency::claim(&idem.pool, &key_ref, &hash, claim, idem.lease, idem.ttl).await {
@@ -257,6 +326,14 @@ pub async fn middleware(State(idem): State<Arc<Idempotency>>, request: Request, 
     }
     let mut guard =
         ClaimGuard { pool: idem.pool.clone(), principal: principal.clone(), key: key.clone(), claim, armed: true };
+    if stream {
+        let response = next.run(request).await;
+        if !response.status().is_success() || !is_event_stream(&response) {
+            return response;
+        }
+        let record = StreamRecord { idem, guard, recorded: Vec::new(), too_large: false };
+        return body_end::watch(response, record);
+    }
     let unit = Arc::new(WriteUnit::default());
     let response = turn_write::in_unit(unit.clone(), next.run(request)).await;
     if !response.status().is_success() {

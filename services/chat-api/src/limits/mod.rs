@@ -229,6 +229,20 @@ pub fn record_turn_tokens(total_tokens: u64) {
     let _ = TURN_TOKENS.try_with(|t| t.fetch_add(total_tokens, Ordering::Relaxed));
 }
 
+/// The current request's usage slot, for a turn that ends after its handler
+/// returned (a streamed answer): run its storing inside [`with_turn_tokens`].
+pub fn current_turn_tokens() -> Option<Arc<AtomicU64>> {
+    TURN_TOKENS.try_with(Arc::clone).ok()
+}
+
+/// Runs `f` with `slot` as the request's usage slot (see [`current_turn_tokens`]).
+pub async fn with_turn_tokens<F: Future>(slot: Option<Arc<AtomicU64>>, f: F) -> F::Output {
+    match slot {
+        Some(slot) => TURN_TOKENS.scope(slot, f).await,
+        None => f.await,
+    }
+}
+
 /// Requests whose turns use tokens: they reserve before and settle after.
 fn is_turn(request: &Request) -> bool {
     request.method() == Method::POST && matches!(request.uri().path(), "/api/ai/chat" | "/api/ai/start-conversation")
@@ -279,9 +293,9 @@ pub async fn middleware(
             let settlement = SettleOnDrop { limiter, user, reserved, used: used.clone() };
             let mut response =
                 if turn { TURN_TOKENS.scope(used, next.run(request)).await } else { next.run(request).await };
-            drop(settlement);
             headers.apply(response.headers_mut());
-            response
+            // A streamed turn stores (and reports its usage) while its body is sent.
+            crate::body_end::watch(response, crate::body_end::Hold(settlement))
         }
     }
 }

@@ -12,18 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router, middleware};
 use colloquy_contract::{headers, paths};
 use sqlx::PgPool;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::{self, AuthState, Authenticator};
+use crate::body_end::{self, Hold};
 use crate::chat::ChatService;
 use crate::config::{AllowedOrigins, HttpConfig};
 use crate::error::ApiError;
@@ -88,12 +89,25 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
     }
 }
 
-/// What the admission layers' errors become.
-async fn admission_error(metrics: Arc<Metrics>, timeout: Duration, err: BoxError) -> Response {
-    if err.is::<tower::load_shed::error::Overloaded>() {
+/// The in-flight limit: `503 overloaded` at once when `MAX_IN_FLIGHT`
+/// requests are running, rather than a queue. A request counts until its
+/// response body is sent, so a streamed answer counts while it streams
+/// (tower's concurrency limit lets go at the response head).
+async fn in_flight_limit(
+    State((slots, metrics)): State<(Arc<tokio::sync::Semaphore>, Arc<Metrics>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(permit) = slots.try_acquire_owned() else {
         metrics.rejected("overloaded");
-        ApiError::Overloaded.into_response()
-    } else if err.is::<tower::timeout::error::Elapsed>() {
+        return ApiError::Overloaded.into_response();
+    };
+    body_end::watch(next.run(request).await, Hold(permit))
+}
+
+/// What the request timeout's error becomes.
+async fn admission_error(metrics: Arc<Metrics>, timeout: Duration, err: BoxError) -> Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
         metrics.rejected("request_timeout");
         ApiError::RequestTimeout(timeout).into_response()
     } else {
@@ -114,11 +128,10 @@ pub fn api_router(state: AppState) -> Router {
     let auth_state = AuthState { auth: state.auth.clone(), max_body_bytes: http.max_body_bytes };
     let timeout = http.request_timeout;
     let error_metrics = metrics.clone();
-    let admission = ServiceBuilder::new()
+    let request_timeout = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(move |err: BoxError| admission_error(error_metrics.clone(), timeout, err)))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(http.max_in_flight))
         .timeout(timeout);
+    let in_flight = (Arc::new(tokio::sync::Semaphore::new(http.max_in_flight)), metrics.clone());
 
     let turns = Router::new()
         .route("/api/ai/chat", post(chat::chat))
@@ -138,7 +151,8 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/conversations/{conversation_id}/messages", get(conversations::list_messages))
         .route_layer(middleware::from_fn_with_state((state.limiter.clone(), metrics.clone()), limits::middleware))
         .route_layer(middleware::from_fn_with_state(auth_state, auth::middleware))
-        .route_layer(admission);
+        .route_layer(request_timeout)
+        .route_layer(middleware::from_fn_with_state(in_flight, in_flight_limit));
     let probes = Router::new()
         .route(paths::HEALTH, get(health::health))
         .route(paths::LIVEZ, get(health::livez))
