@@ -365,4 +365,89 @@ EOF
 }
 
 if run_enabled turns; then turns_run; fi
+
+# --- Limits and idempotency: what they cost per turn (issue 11) -----------------------
+# Two runs back to back on the same database and chat-api build: new-conversation
+# turns spread over BENCH_USERS users (default 1000), first with no limits and no
+# keys, then with RATE_LIMIT_RPM/RATE_LIMIT_TPM set far above the load (every check
+# runs, none refuses) and a unique Idempotency-Key on every turn. Prints turns/s,
+# latency and the CPU per turn of chat-api and PostgreSQL for both, and the
+# difference: the per-turn cost of the feature. BENCH_SKIP_RESILIENCE=1 skips it;
+# BENCH_RESILIENCE_DURATION (default 10 s) sets the length of each run.
+if run_enabled turns && [ "${BENCH_SKIP_RESILIENCE:-}" != 1 ]; then
+  R_DURATION="${BENCH_RESILIENCE_DURATION:-10}"
+  R_USERS="${BENCH_USERS:-1000}"
+
+  resilience_api() { # VAR=VALUE ...: (re)start chat-api with these extra settings
+    if [ -n "$API_PID" ] && kill -0 "$API_PID" 2>/dev/null; then
+      kill -TERM "$API_PID" 2>/dev/null || true
+      wait "$API_PID" 2>/dev/null || true
+    fi
+    (
+      export HOST=127.0.0.1 PORT METRICS_PORT INTERNAL_API_KEY="$API_KEY" \
+        LLM_PROVIDER=azure-openai AZURE_OPENAI_ENDPOINT="http://127.0.0.1:$NGINX_PORT" \
+        AZURE_OPENAI_DEPLOYMENT_NAME=bench AZURE_OPENAI_API_KEY=bench-azure-key \
+        LOG_FORMAT=json RUST_LOG="$API_RUST_LOG" SHUTDOWN_DRAIN_SECS=0 SHUTDOWN_GRACE_SECS=5
+      for setting in "$@"; do export "${setting?}"; done
+      exec "$BIN" serve
+    ) >>"$WORK/chat-api-resilience.log" 2>&1 &
+    API_PID=$!
+    for _ in $(seq 1 100); do
+      curl -fsS "$URL/readyz" >/dev/null 2>&1 && return 0
+      kill -0 "$API_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    cat "$WORK/chat-api-resilience.log" >&2
+    die "chat-api did not become ready for the limits/idempotency runs"
+  }
+
+  resilience_run() { # LABEL KEYS(keys|none): one measured run; sets R_TPS R_P50 R_P99 R_NON2XX R_API_US R_PG_US
+    local label=$1 keys=$2 out="$WORK/resilience-$1.txt"
+    wrk -t "$THREADS" -c "$CONNECTIONS" -d 2s --timeout 10s -s "$HERE/resilience.lua" "$URL" -- \
+      "$API_KEY" "$R_USERS" "$keys" "warm-$label" >/dev/null 2>&1 || true
+    local before after a0 a1 p0 p1 t0 t1 line
+    before=$(stored_turns)
+    a0=$(cpu_ticks "$API_PID"); p0=$(cpu_ticks $(pg_pids)); t0=$(date +%s.%N)
+    wrk -t "$THREADS" -c "$CONNECTIONS" -d "${R_DURATION}s" --timeout 10s -s "$HERE/resilience.lua" "$URL" -- \
+      "$API_KEY" "$R_USERS" "$keys" "run-$label" >"$out" 2>&1
+    t1=$(date +%s.%N); a1=$(cpu_ticks "$API_PID"); p1=$(cpu_ticks $(pg_pids))
+    sleep 0.5
+    after=$(stored_turns)
+    line=$(grep '^BENCH ' "$out") || die "wrk printed no summary for the $label run"
+    local elapsed turns hz
+    elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    turns=$((after - before))
+    hz=$(getconf CLK_TCK)
+    R_TPS=$(awk -v n="$turns" -v s="$elapsed" 'BEGIN { printf "%.0f", n / s }')
+    R_P50=$(ms "$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<" $line")")
+    R_P99=$(ms "$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<" $line")")
+    R_NON2XX=$(sed -n 's/.* non2xx=\([0-9]*\).*/\1/p' <<<" $line")
+    R_API_US=$(awk -v t="$((a1 - a0))" -v hz="$hz" -v n="$turns" 'BEGIN { printf "%.0f", n ? t / hz / n * 1e6 : 0 }')
+    R_PG_US=$(awk -v t="$((p1 - p0))" -v hz="$hz" -v n="$turns" 'BEGIN { printf "%.0f", n ? t / hz / n * 1e6 : 0 }')
+  }
+
+  log "limits and idempotency: four ${R_DURATION}s runs (off, limits, keys, both; $R_USERS users, new conversations)"
+  LIMITS=(RATE_LIMIT_RPM=100000000 RATE_LIMIT_TPM=2000000000)
+  rows=""
+  for mode in off limits keys both; do
+    case $mode in
+      off) resilience_api; keys=none ;;
+      limits) resilience_api "${LIMITS[@]}"; keys=none ;;
+      keys) resilience_api; keys=keys ;;
+      both) resilience_api "${LIMITS[@]}"; keys=keys ;;
+    esac
+    resilience_run "$mode" "$keys"
+    [ "$mode" = off ] && { off_tps=$R_TPS off_api=$R_API_US off_pg=$R_PG_US; }
+    rows+=$(printf '%-24s %7s   %6s / %-7s %7s   %5s / %-5s µs   %s' "$mode" "$R_TPS" "$R_P50" "$R_P99" "$R_NON2XX" \
+      "$R_API_US" "$R_PG_US" "$(awk -v a="$off_tps" -v b="$R_TPS" -v da="$((R_API_US - off_api))" -v dp="$((R_PG_US - off_pg))" \
+        'BEGIN { if (a > 0 && b > 0) printf "%+.0f%% turns/s, +%.0f µs per turn at saturation; CPU %+d µs chat-api, %+d µs PostgreSQL", 100 * (b - a) / a, 1e6 / b - 1e6 / a, da, dp }')")$'\n'
+  done
+  cat <<EOF2
+
+== Limits and idempotency: cost per turn ($(nproc) cores; ${CONNECTIONS} connections, ${R_DURATION}s each, new conversations over ${R_USERS} users) ==
+(limits: RATE_LIMIT_RPM and RATE_LIMIT_TPM far above the load, so every check runs and none refuses; keys: a unique Idempotency-Key per turn)
+mode                     turns/s   p50 / p99 ms     non-2xx   CPU per turn: chat-api / PostgreSQL   against off
+${rows}
+EOF2
+fi
 if run_enabled stream; then stream_run; fi

@@ -21,6 +21,8 @@ export LLM_PROVIDER="${LLM_PROVIDER:-mock}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
 export PORT="${PORT:-8000}"
 export METRICS_PORT="${METRICS_PORT:-9090}"
+# No load balancer to drain in development: Ctrl-C stops at once.
+export SHUTDOWN_DRAIN_SECS="${SHUTDOWN_DRAIN_SECS:-0}"
 
 "$BIN" migrate
 

@@ -197,7 +197,7 @@ export DATABASE_URL
 API_PORT="$(free_port)" METRICS_PORT="$(free_port)" CTRL_PORT="$(free_port)" PROM_PORT="$(free_port)"
 API_KEY="prometheus-test-key-$RANDOM$RANDOM"
 api_env=(env DATABASE_URL="$DATABASE_URL" INTERNAL_API_KEY="$API_KEY" LLM_PROVIDER=mock HOST=127.0.0.1
-  PORT="$API_PORT" METRICS_PORT="$METRICS_PORT" LOG_FORMAT=json RUST_LOG=warn)
+  PORT="$API_PORT" METRICS_PORT="$METRICS_PORT" LOG_FORMAT=json RUST_LOG=warn SHUTDOWN_DRAIN_SECS=0)
 check "chat-api migrate" "${api_env[@]}" "$CHAT_API" migrate
 "${api_env[@]}" "$CHAT_API" serve >"$TMP/chat-api.log" 2>&1 &
 PIDS+=($!)

@@ -49,6 +49,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --workspace --no-fail-fast
 
+log "schemathesis against the live chat API's OpenAPI document (scripts/schemathesis.sh)"
+bash scripts/schemathesis.sh
+
 # Last: the loopback plane gives way to the same plane with a real node (every controller runs
 # there, which the controller's own tests above must not see), images are built from the
 # Dockerfile with the binaries cargo just built, and the chart is installed for real.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::time::Duration;
 use utoipa::ToSchema;
 
+use crate::limits::RateLimitHeaders;
 use crate::llm::ProviderError;
 use crate::request_id;
 
@@ -24,6 +25,21 @@ pub enum ApiError {
     NotFound(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The caller is over a per-user rate limit (`RATE_LIMIT_RPM` / `RATE_LIMIT_TPM`).
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: Duration, headers: RateLimitHeaders },
+    /// Same `Idempotency-Key`, different request.
+    #[error("this Idempotency-Key was used for a different request; use a new key for a new request")]
+    IdempotencyKeyReused,
+    /// Same `Idempotency-Key` while the first request is still running.
+    #[error("a request with this Idempotency-Key is still in progress; retry after it completes")]
+    RequestInProgress { retry_after: Duration },
+    /// `MAX_IN_FLIGHT` requests are already being served by this process.
+    #[error("the server is overloaded, try again shortly")]
+    Overloaded,
+    /// No response head within `REQUEST_TIMEOUT_SECS`.
+    #[error("the request did not complete within {0:?}")]
+    RequestTimeout(Duration),
     /// The provider failed or answered with something we cannot use.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -57,6 +73,11 @@ impl ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RequestInProgress { .. } => StatusCode::CONFLICT,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Provider(e) => match e {
                 ProviderError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 ProviderError::ContentFiltered { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -76,6 +97,11 @@ impl ApiError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::RequestInProgress { .. } => "request_in_progress",
+            Self::Overloaded => "overloaded",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::Provider(e) => match e {
                 ProviderError::Timeout(_) => "upstream_timeout",
                 ProviderError::ContentFiltered { .. } => "content_filtered",
@@ -93,7 +119,7 @@ impl ApiError {
         match self {
             Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
             Self::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
-            Self::Provider(e) => tracing::warn!(error = %e, "provider call failed"),
+            Self::Provider(e) => log_provider_error(e),
             _ => {}
         }
     }
@@ -115,6 +141,24 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         if is_unavailable(&err) { Self::DatabaseUnavailable(err) } else { Self::Internal(format!("database: {err}")) }
+    }
+}
+
+/// Logs a failed provider call without the provider's own text: an error
+/// message may quote the prompt (the caller still gets it in the response).
+fn log_provider_error(e: &ProviderError) {
+    match e {
+        ProviderError::Upstream { status, code, .. } => {
+            tracing::warn!(outcome = e.error_type(), upstream_status = status, upstream_code = ?code, "provider call failed")
+        }
+        ProviderError::RateLimited { retry_after, .. } => {
+            tracing::warn!(outcome = e.error_type(), retry_after = ?retry_after, "provider call failed")
+        }
+        ProviderError::ContentFiltered { .. } => tracing::warn!(outcome = e.error_type(), "provider call failed"),
+        ProviderError::InvalidResponse(_) => {
+            tracing::warn!(outcome = e.error_type(), kind = "invalid_response", "provider call failed")
+        }
+        _ => tracing::warn!(error = %e, "provider call failed"),
     }
 }
 
@@ -152,11 +196,23 @@ impl IntoResponse for ApiError {
                 let secs = retry_after.unwrap_or(Duration::from_secs(1)).as_secs().max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            Self::DatabaseUnavailable(_) | Self::ConversationBusy(_) => {
+            Self::DatabaseUnavailable(_) | Self::Overloaded | Self::ConversationBusy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited { retry_after, headers: limits, .. } => {
+                limits.apply(headers);
+                headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
+            }
+            Self::RequestInProgress { retry_after } => {
+                headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
             }
             _ => {}
         }
         response
     }
+}
+
+/// A `Retry-After` value: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> HeaderValue {
+    HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64)
 }

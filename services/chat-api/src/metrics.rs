@@ -32,6 +32,10 @@ pub mod names {
     pub const DB_QUERY_DURATION: &str = "colloquy_db_query_duration_seconds";
     pub const DB_ERRORS: &str = "colloquy_db_errors_total";
     pub const BUILD_INFO: &str = "colloquy_build_info";
+    /// Requests refused before their handler ran, by reason.
+    pub const HTTP_REJECTED: &str = "colloquy_http_rejected_total";
+    /// Requests carrying an `Idempotency-Key`, by outcome.
+    pub const IDEMPOTENCY_REQUESTS: &str = "colloquy_idempotency_requests_total";
     /// Background work (summaries, generated titles) by kind and outcome.
     pub const BACKGROUND_TASKS: &str = "colloquy_background_tasks_total";
 }
@@ -89,6 +93,8 @@ pub struct Metrics {
     db_pool_max: IntGauge,
     db_duration: HistogramVec,
     db_errors: IntCounterVec,
+    http_rejected: IntCounterVec,
+    idempotency: IntCounterVec,
     background_tasks: IntCounterVec,
 }
 
@@ -157,6 +163,23 @@ impl Metrics {
                 &["operation"],
             )
             .expect("valid counter"),
+            http_rejected: IntCounterVec::new(
+                Opts::new(
+                    names::HTTP_REJECTED,
+                    "Requests refused before their handler ran, by reason (overloaded, request_timeout, \
+                     rate_limited_requests, rate_limited_tokens).",
+                ),
+                &["reason"],
+            )
+            .expect("valid counter"),
+            idempotency: IntCounterVec::new(
+                Opts::new(
+                    names::IDEMPOTENCY_REQUESTS,
+                    "Requests with an Idempotency-Key by outcome (stored, replayed, reused, in_progress).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid counter"),
             background_tasks: IntCounterVec::new(
                 Opts::new(
                     names::BACKGROUND_TASKS,
@@ -186,6 +209,8 @@ impl Metrics {
             Box::new(m.db_pool_max.clone()),
             Box::new(m.db_duration.clone()),
             Box::new(m.db_errors.clone()),
+            Box::new(m.http_rejected.clone()),
+            Box::new(m.idempotency.clone()),
             Box::new(m.background_tasks.clone()),
             Box::new(build_info),
         ];
@@ -235,6 +260,16 @@ impl Metrics {
         if !ok {
             self.db_errors.with_label_values(&[operation]).inc();
         }
+    }
+
+    /// Counts a request refused before its handler ran.
+    pub fn rejected(&self, reason: &str) {
+        self.http_rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a request with an `Idempotency-Key` by outcome.
+    pub fn idempotency(&self, outcome: &str) {
+        self.idempotency.with_label_values(&[outcome]).inc();
     }
 
     /// Records the end of one background task run.

@@ -11,10 +11,13 @@ use crate::auth::Authenticator;
 use crate::auth::api_key::ApiKey;
 use crate::auth::jwt::JwtVerifier;
 use crate::chat::{self, ChatService, ChatSettings};
-use crate::config::{Config, DatabaseConfig};
+use crate::config::{Config, DatabaseConfig, ShutdownConfig};
+use crate::idempotency::Idempotency;
+use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
-use crate::{db, llm};
+use crate::shutdown::{self, Lifecycle};
+use crate::{db, llm, sweep};
 
 /// The shared outbound HTTP client (providers, JWKS, metadata server).
 pub fn http_client() -> reqwest::Client {
@@ -41,11 +44,28 @@ pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppS
         titles: config.titles,
     };
     let chat = ChatService::new(pool.clone(), provider, settings, metrics.clone());
-    AppState { chat, auth, pool, metrics }
+    let idempotency = Arc::new(Idempotency::new(
+        pool.clone(),
+        config.limits.idempotency_ttl,
+        config.http.request_timeout,
+        config.http.max_body_bytes,
+        metrics.clone(),
+    ));
+    AppState {
+        chat,
+        auth,
+        limiter: RateLimiter::new(&config.limits, pool.clone()),
+        idempotency,
+        pool,
+        metrics,
+        http: Arc::new(config.http.clone()),
+        lifecycle: Lifecycle::new(),
+    }
 }
 
-/// Runs the API and metrics servers until SIGTERM or Ctrl-C. `http` is the
-/// client that already resolved the secrets (one connection pool per process).
+/// Runs the API and metrics servers until SIGTERM or Ctrl-C, then shuts down
+/// gracefully ([`crate::shutdown`]). `http` is the client that already
+/// resolved the secrets (one connection pool per process).
 pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> {
     let pool = db::lazy_pool(&config.database)?;
     if config.run_migrations {
@@ -63,9 +83,12 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
         provider = state.chat.provider.name(),
         model = state.chat.provider.model(),
         bearer_auth = config.jwt.enabled(),
+        rate_limit_rpm = config.limits.requests_per_minute,
+        rate_limit_tpm = config.limits.tokens_per_minute,
         "configured"
     );
-    let api = routes::api_router(state.clone(), &config.allowed_origins);
+    let lifecycle = state.lifecycle.clone();
+    let api = routes::api_router(state.clone());
     let metrics = routes::metrics_router(state.metrics.clone(), pool.clone());
 
     let api_addr = SocketAddr::new(config.host, config.port);
@@ -74,6 +97,7 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
     let metrics_listener =
         TcpListener::bind(metrics_addr).await.map_err(|e| anyhow::anyhow!("METRICS_PORT {metrics_addr}: {e}"))?;
     tracing::info!(%api_addr, %metrics_addr, "listening");
+    let sweeper = tokio::spawn(sweep::forever(pool.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(chat::worker::run(state.chat.clone(), stop_rx.clone()));
@@ -85,18 +109,38 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
     // 10 KB of boxed services per connection, which counts with 10,000 streams open).
     let api_server = axum::serve(api_listener, api.into_make_service()).with_graceful_shutdown(wait(stop_rx.clone()));
     let metrics_server = axum::serve(metrics_listener, metrics).with_graceful_shutdown(wait(stop_rx));
-    let signal = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stop_tx.send(true);
+    let servers = async move {
+        let (api_result, metrics_result) = tokio::join!(api_server, metrics_server);
+        api_result.and(metrics_result)
     };
-    let (api_result, metrics_result, ()) = tokio::join!(api_server, metrics_server, signal);
-    // The worker hands unfinished tasks back to the database before the pool closes.
-    let _ = worker.await;
-    api_result?;
-    metrics_result?;
-    pool.close().await;
-    Ok(())
+    let ShutdownConfig { drain, grace } = config.shutdown;
+    let shutdown = async move {
+        shutdown::signal().await;
+        lifecycle.start_draining();
+        tracing::info!(drain_secs = drain.as_secs(), "shutting down: not ready; still accepting connections");
+        tokio::time::sleep(drain).await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: refusing new connections, finishing in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = servers => result.map_err(anyhow::Error::from),
+        () = shutdown => {
+            tracing::warn!("shutdown grace period over: exiting with requests still in flight");
+            Ok(())
+        }
+    };
+    sweeper.abort();
+    // The worker hands unfinished tasks back to the database before the pool
+    // closes (it stopped with the listeners).
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+    // Requests cut at the end of the grace period may still hold connections.
+    let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
+    tracing::info!("stopped");
+    result
 }
 
 /// Applies migrations and returns (`chat-api migrate`).
@@ -108,25 +152,4 @@ pub async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
     tracing::info!(migrations = applied, "database schema is up to date");
     pool.close().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

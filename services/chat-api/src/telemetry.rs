@@ -13,7 +13,9 @@ use tracing::Instrument;
 
 pub use colloquy_telemetry::{SamplerChoice, Telemetry, TraceConfig, otel_layer, traceparent_for, tracer_provider};
 
-use crate::config::{ConfigError, EnvSource, LogFormat};
+use crate::auth::{ActingUser, Caller};
+use crate::config::ConfigError;
+use crate::config::cli::TelemetryArgs;
 use crate::metrics::Metrics;
 use crate::request_id;
 
@@ -24,9 +26,9 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 pub const SERVICE: colloquy_telemetry::Service =
     colloquy_telemetry::Service { name: "colloquy-chat-api", default_filter: "info,sqlx=warn" };
 
-/// Installs logs (and traces when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
-pub fn init(format: LogFormat, env: &dyn EnvSource) -> Result<Telemetry, ConfigError> {
-    colloquy_telemetry::init(&SERVICE, format, &|name| env.get(name))
+/// Installs logs (and traces when `OTEL_EXPORTER_OTLP_ENDPOINT` is set), from the parsed options.
+pub fn init(args: &TelemetryArgs) -> Result<Telemetry, ConfigError> {
+    colloquy_telemetry::init(&SERVICE, args.log_format, &|name| args.lookup(name))
         .map_err(|e| ConfigError::invalid(e.var, e.message))
 }
 
@@ -60,10 +62,17 @@ pub async fn observe_request(State(metrics): State<Arc<Metrics>>, request: Reque
         span.record("otel.status_code", "ERROR");
     }
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Who called, as the authentication layer found (never a credential).
+    let caller = match response.extensions().get::<Caller>() {
+        Some(Caller::Service) => "api_key",
+        Some(Caller::User(_)) => "bearer",
+        None => "none",
+    };
+    let user = response.extensions().get::<ActingUser>().map(|u| u.0.to_string()).unwrap_or_default();
     if status >= 500 {
-        tracing::warn!(request_id = %id, %method, route, status, latency_ms, "request");
+        tracing::warn!(request_id = %id, %method, route, status, latency_ms, caller, user, "request");
     } else {
-        tracing::info!(request_id = %id, %method, route, status, latency_ms, "request");
+        tracing::info!(request_id = %id, %method, route, status, latency_ms, caller, user, "request");
     }
     response
 }

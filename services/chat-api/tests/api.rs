@@ -19,13 +19,21 @@ mod conversations;
 mod failures;
 #[path = "api/http.rs"]
 mod http_surface;
+#[path = "api/idempotency.rs"]
+mod idempotency;
+#[path = "api/layers.rs"]
+mod layers;
 #[path = "api/lifecycle.rs"]
 mod lifecycle;
+#[path = "api/limits.rs"]
+mod limits;
 #[path = "api/order.rs"]
 mod order;
 #[path = "api/schema.rs"]
 mod schema;
 #[path = "api/stream.rs"]
 mod stream;
+#[path = "api/stream_guards.rs"]
+mod stream_guards;
 #[path = "api/summaries.rs"]
 mod summaries;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::http::Request;
-use chat_api::config::{Config, SecretValues};
+use chat_api::config::Config;
 use chat_api::telemetry::{self, SamplerChoice, TraceConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -83,20 +83,18 @@ async fn one_chat_turn_exports_a_span_tree(pool: PgPool) {
     let subscriber = tracing_subscriber::registry().with(telemetry::otel_layer(&provider, telemetry::SERVICE.name));
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let env: HashMap<String, String> = HashMap::from([
-        ("LLM_PROVIDER".to_owned(), "openai".to_owned()),
-        ("OPENAI_BASE_URL".to_owned(), format!("{}/v1", llm.url)),
-        ("OPENAI_MODEL".to_owned(), "gpt-test".to_owned()),
-        ("OPENAI_API_KEY".to_owned(), "sk-trace-secret-key".to_owned()),
-    ]);
-    let secrets = SecretValues::from_pairs([
+    let base_url = format!("{}/v1", llm.url);
+    let config = Config::from_vars(&[
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", &base_url),
+        ("OPENAI_MODEL", "gpt-test"),
+        ("OPENAI_API_KEY", "sk-trace-secret-key"),
         ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
         ("INTERNAL_API_KEY", API_KEY),
-        ("OPENAI_API_KEY", "sk-trace-secret-key"),
-    ]);
-    let config = Config::from_env(&env, &secrets).unwrap();
+    ])
+    .unwrap();
     let state = chat_api::server::state(&config, pool, chat_api::server::http_client());
-    let router = chat_api::routes::api_router(state, &config.allowed_origins);
+    let router = chat_api::routes::api_router(state);
 
     let request = Request::post("/api/ai/chat")
         .header("content-type", "application/json")

@@ -138,6 +138,16 @@ pub mod env {
         TURN_WAIT_SECS,
         SUMMARIES,
         TITLES,
+        // Resilience and limits (issue 11).
+        REQUEST_TIMEOUT_SECS,
+        MAX_IN_FLIGHT,
+        MAX_BODY_BYTES,
+        API_DOCS,
+        RATE_LIMIT_RPM,
+        RATE_LIMIT_TPM,
+        IDEMPOTENCY_TTL_SECS,
+        SHUTDOWN_DRAIN_SECS,
+        SHUTDOWN_GRACE_SECS,
     ];
 
     /// Suffix naming a file that holds a secret's value (`X_FILE`).
@@ -309,6 +319,10 @@ pub mod commands {
 pub mod headers {
     pub const API_KEY: &str = "x-api-key";
     pub const REQUEST_ID: &str = "x-request-id";
+    /// Makes a chat turn idempotent (per caller).
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    /// `true` on a response replayed for a repeated `Idempotency-Key`.
+    pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 }
 
 /// Values of the on/off settings (`SUMMARIES`, `API_DOCS`).

@@ -186,7 +186,12 @@ pub struct Service {
 pub fn init(service: &Service, format: LogFormat, lookup: Lookup<'_>) -> Result<Telemetry, TelemetryError> {
     let trace_config = TraceConfig::from_lookup(lookup, service.name)?;
     let provider = trace_config.as_ref().map(tracer_provider).transpose()?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(service.default_filter));
+    // RUST_LOG through the lookup too, so a caller that parsed it (the chat
+    // API's clap options) decides what the filter is.
+    let filter = lookup(names::RUST_LOG)
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(service.default_filter));
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Json => Box::new(
             tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false).with_target(false),

@@ -1,14 +1,20 @@
 //! Who is calling: a trusted server with the internal `X-API-Key` (acting for
-//! a `client_user_id` it names), or an end user with a Bearer JWT.
+//! a `client_user_id` it names), or an end user with a Bearer JWT. The
+//! [`middleware`] authenticates before any handler, limit or idempotency
+//! check runs.
 
 pub mod api_key;
 pub mod jwt;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::body::Body;
+use axum::extract::{FromRef, FromRequestParts, Query, Request, State};
+use axum::http::Method;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use colloquy_contract::headers::API_KEY;
 use uuid::Uuid;
 
@@ -85,6 +91,8 @@ impl Authenticator {
     }
 }
 
+/// The caller as authenticated by [`middleware`] (or, on a route without it,
+/// authenticated here).
 impl<S> FromRequestParts<S> for Caller
 where
     S: Send + Sync,
@@ -93,7 +101,82 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
         let auth = Arc::<Authenticator>::from_ref(state);
         auth.authenticate(parts).await
     }
+}
+
+/// The end user a request acts for: the Bearer token's user, or the
+/// `client_user_id` a server holding the API key names (in the query or the
+/// JSON body). Limits and idempotency keys are per acting user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActingUser(pub Uuid);
+
+/// The request body's size in bytes, when known before the handler reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodySize(pub usize);
+
+/// What the authentication middleware needs.
+#[derive(Clone)]
+pub struct AuthState {
+    pub auth: Arc<Authenticator>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct NamedUser {
+    client_user_id: Option<Uuid>,
+}
+
+/// Middleware: authenticates every request of the routes it wraps (401
+/// before anything else runs), and tells the layers inside who the caller
+/// and the acting user are (reading a server's JSON body once, bounded, for
+/// its `client_user_id`); the response carries them for the access log.
+pub async fn middleware(State(state): State<AuthState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = match state.auth.authenticate(&parts).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    parts.extensions.insert(caller);
+    let content_length =
+        parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = content_length {
+        if len > state.max_body_bytes {
+            return ApiError::PayloadTooLarge { limit: state.max_body_bytes }.into_response();
+        }
+        parts.extensions.insert(BodySize(len));
+    }
+    let mut body = body;
+    let user = match caller {
+        Caller::User(id) => Some(id),
+        Caller::Service => {
+            let from_query = Query::<NamedUser>::try_from_uri(&parts.uri).ok().and_then(|q| q.0.client_user_id);
+            if from_query.is_some() || parts.method == Method::GET {
+                from_query
+            } else {
+                // The user is named in the JSON body: read it once here (bounded), hand it on.
+                let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+                    Ok(bytes) => bytes,
+                    Err(_) => return ApiError::PayloadTooLarge { limit: state.max_body_bytes }.into_response(),
+                };
+                parts.extensions.insert(BodySize(bytes.len()));
+                let named = serde_json::from_slice::<NamedUser>(&bytes).ok().and_then(|n| n.client_user_id);
+                body = Body::from(bytes);
+                named
+            }
+        }
+    };
+    if let Some(user) = user {
+        parts.extensions.insert(ActingUser(user));
+    }
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    response.extensions_mut().insert(caller);
+    if let Some(user) = user {
+        response.extensions_mut().insert(ActingUser(user));
+    }
+    response
 }

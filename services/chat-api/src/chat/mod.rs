@@ -22,6 +22,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::TitleMode;
+use crate::db::turn_write;
 use crate::db::turns::{self, NewTurn, Stored, UsageDelta};
 use crate::error::ApiError;
 use crate::llm::{ChatProvider, Completion, CompletionRequest, ProviderError, Role, Usage};
@@ -177,21 +178,29 @@ impl ChatService {
         };
         to_store.push((Role::Assistant, completion.text.clone()));
         let unsummarized = stored_count + to_store.len();
-        let new_turn = NewTurn {
-            conversation_id,
-            user_id,
-            claim: claim.as_ref().map(ClaimGuard::token),
-            model: Some(&completion.model),
-            title: Some(&title),
-            delta: UsageDelta { usage, turns: 1, estimated_turns: u64::from(estimated) },
-            messages: to_store,
-        };
-        let stored = if is_new {
-            let create = turns::create(&self.pool, new_turn);
-            spans::observed(&self.metrics, spans::CREATE_CONVERSATION, create).await?
-        } else {
-            spans::observed(&self.metrics, spans::APPEND_TURN, turns::append(&self.pool, new_turn)).await?
-        };
+        let token = claim.as_ref().map(ClaimGuard::token);
+        let delta = UsageDelta { usage, turns: 1, estimated_turns: u64::from(estimated) };
+        let model = completion.model.clone();
+        // Through `turn_write`: retried once on a fresh connection, or joined
+        // to the request's idempotency transaction. It may run twice, so each
+        // attempt gets its own copy.
+        let write = turn_write::write(&self.pool, move |conn| {
+            let (model, title, messages) = (model.clone(), title.clone(), to_store.clone());
+            Box::pin(async move {
+                let new_turn = NewTurn {
+                    conversation_id,
+                    user_id,
+                    claim: token,
+                    model: Some(&model),
+                    title: Some(&title),
+                    delta,
+                    messages,
+                };
+                if is_new { turns::create(conn, new_turn).await } else { turns::append(conn, new_turn).await }
+            })
+        });
+        let span = if is_new { spans::CREATE_CONVERSATION } else { spans::APPEND_TURN };
+        let stored = spans::observed(&self.metrics, span, write).await?;
         match stored {
             Stored::Ok => {}
             Stored::NotFound => return Err(ApiError::conversation_not_found()),
@@ -204,6 +213,7 @@ impl ChatService {
             self.metrics.conversations_created.inc();
         }
         self.metrics.turns_stored.inc();
+        crate::limits::record_turn_tokens(usage.total_tokens);
         self.after_store(conversation_id, unsummarized);
         Ok(TurnOutput { conversation_id, text: completion.text, usage, model: completion.model, request_id })
     }
@@ -245,16 +255,22 @@ impl ChatService {
         let conversation_id = Uuid::new_v4();
         let title = history.first().map(|t| title_from(t).to_owned());
         let stored_count = history.len();
-        let new_turn = NewTurn {
-            conversation_id,
-            user_id,
-            claim: None,
-            model: None,
-            title: title.as_deref(),
-            delta: UsageDelta::default(),
-            messages: history_from_texts(&history),
-        };
-        let create = turns::create(&self.pool, new_turn);
+        let messages = history_from_texts(&history);
+        let create = turn_write::write(&self.pool, move |conn| {
+            let (title, messages) = (title.clone(), messages.clone());
+            Box::pin(async move {
+                let new_turn = NewTurn {
+                    conversation_id,
+                    user_id,
+                    claim: None,
+                    model: None,
+                    title: title.as_deref(),
+                    delta: UsageDelta::default(),
+                    messages,
+                };
+                turns::create(conn, new_turn).await
+            })
+        });
         spans::observed(&self.metrics, spans::CREATE_CONVERSATION, create).await?;
         self.metrics.conversations_created.inc();
         self.after_store(conversation_id, stored_count);

@@ -53,10 +53,16 @@ impl TurnStream {
             // returned, and its provider and database spans belong to the request.
             span: tracing::Span::current(),
         };
-        let inner = futures::stream::unfold(state, |mut state| async move {
-            let span = state.span.clone();
-            let event = state.next().instrument(span).await?;
-            Some((event, state))
+        // The request's token slot (rate limits): the turn is stored, and its
+        // usage known, while the body streams, after the handler returned.
+        let tokens = crate::limits::current_turn_tokens();
+        let inner = futures::stream::unfold(state, move |mut state| {
+            let tokens = tokens.clone();
+            async move {
+                let span = state.span.clone();
+                let event = crate::limits::with_turn_tokens(tokens, state.next().instrument(span)).await?;
+                Some((event, state))
+            }
         });
         Self { inner: Box::pin(inner) }
     }

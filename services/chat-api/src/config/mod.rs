@@ -1,18 +1,20 @@
-//! Typed configuration, read and validated once at start-up. Every error names
-//! the variable at fault; secrets never appear in messages.
+//! Typed configuration, parsed once at start-up by clap ([`cli`]: every
+//! setting an option with its environment variable and default), secrets
+//! resolved ([`secrets`]), then checked across settings here. Every error
+//! names the variable at fault; secrets never appear in messages.
 
-mod env;
+pub mod cli;
 mod secret;
 pub mod secrets;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use colloquy_contract::{defaults, env as names, log_format, provider as provider_names, titles};
+use colloquy_contract::{env as names, provider as provider_names};
 
-pub use env::{EnvSource, ProcessEnv};
+pub use cli::{Invocation, MigrateArgs, ServeArgs};
 pub use secret::Secret;
-pub use secrets::SecretValues;
+pub use secrets::{SecretInputs, SecretValues};
 
 /// A configuration problem, naming the variable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,6 +34,13 @@ impl ConfigError {
 
     pub fn invalid(var: &str, message: impl Into<String>) -> Self {
         Self::Invalid { var: var.to_owned(), message: message.into() }
+    }
+
+    /// The variable at fault.
+    pub fn var(&self) -> &str {
+        match self {
+            Self::Missing { var, .. } | Self::Invalid { var, .. } | Self::Unreadable { var, .. } => var,
+        }
     }
 }
 
@@ -109,6 +118,37 @@ impl JwtConfig {
     }
 }
 
+/// The HTTP surface: CORS, docs, size, time and concurrency limits.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub allowed_origins: AllowedOrigins,
+    /// Serve `/docs` and `/redoc` (`API_DOCS`).
+    pub api_docs: bool,
+    pub max_body_bytes: usize,
+    /// Time until the response head (`REQUEST_TIMEOUT_SECS`).
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+/// Per-user limits and idempotency.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// `RATE_LIMIT_RPM`; `None` is off.
+    pub requests_per_minute: Option<u32>,
+    /// `RATE_LIMIT_TPM`; `None` is off.
+    pub tokens_per_minute: Option<u32>,
+    pub idempotency_ttl: Duration,
+}
+
+/// What happens after SIGTERM.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownConfig {
+    /// New connections are still accepted this long (readiness already fails).
+    pub drain: Duration,
+    /// Then in-flight requests get this long to finish.
+    pub grace: Duration,
+}
+
 /// Everything `chat-api serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -118,7 +158,6 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub run_migrations: bool,
     pub internal_api_key: Secret,
-    pub allowed_origins: AllowedOrigins,
     pub provider: ProviderConfig,
     pub llm_timeout: Duration,
     /// How long a turn waits for a conversation another turn holds.
@@ -127,7 +166,9 @@ pub struct Config {
     pub max_history_messages: usize,
     pub max_message_chars: usize,
     pub jwt: JwtConfig,
-    pub log_format: LogFormat,
+    pub http: HttpConfig,
+    pub limits: LimitsConfig,
+    pub shutdown: ShutdownConfig,
     /// Fold messages beyond the history budget into a summary (`SUMMARIES`, on by default).
     pub summaries: bool,
     pub titles: TitleMode,
@@ -142,174 +183,130 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
 }
 
-/// Largest user message accepted by default, in characters.
-pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 32_000;
-const DEFAULT_MAX_CONNECTIONS: u32 = 16;
-const DEFAULT_MIGRATE_TIMEOUT_SECS: u64 = 60;
-const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
-
-/// Reads plain (non-secret) variables, trimming blanks to "unset".
-struct Vars<'a> {
-    env: &'a dyn EnvSource,
-}
-
-impl Vars<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.env.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-    }
-
-    fn required(&self, name: &str, hint: &str) -> Result<String, ConfigError> {
-        self.get(name).ok_or_else(|| ConfigError::missing_with_hint(name, hint))
-    }
-
-    fn parse<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.get(name) {
-            None => Ok(default),
-            Some(raw) => raw.parse().map_err(|e| ConfigError::invalid(name, format!("{raw:?}: {e}"))),
-        }
-    }
-
-    fn positive<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
-    where
-        T: std::str::FromStr + PartialOrd + Default + Copy,
-        T::Err: std::fmt::Display,
-    {
-        let value = self.parse(name, default)?;
-        if value <= T::default() {
-            return Err(ConfigError::invalid(name, "must be greater than zero"));
-        }
-        Ok(value)
-    }
-
-    fn bool(&self, name: &str) -> Result<bool, ConfigError> {
-        self.bool_or(name, false)
-    }
-
-    fn bool_or(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(name).map(|v| v.to_ascii_lowercase()) {
-            None => Ok(default),
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
-            Some(v) => Err(ConfigError::invalid(name, format!("{v:?} is not a boolean (true/false)"))),
-        }
-    }
-
-    fn url(&self, name: &str, hint: &str) -> Result<String, ConfigError> {
-        let raw = self.required(name, hint)?;
-        check_url(name, &raw)
-    }
-}
-
-/// An http(s) URL without trailing slash, or an error naming `name`.
-pub fn check_url(name: &str, raw: &str) -> Result<String, ConfigError> {
-    let parsed = reqwest::Url::parse(raw).map_err(|e| ConfigError::invalid(name, format!("not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ConfigError::invalid(name, "must be an http:// or https:// URL"));
-    }
-    Ok(raw.trim_end_matches('/').to_owned())
-}
-
 impl DatabaseConfig {
     /// The database settings alone (what `migrate` needs).
-    pub fn from_env(env: &dyn EnvSource, secrets: &SecretValues) -> Result<Self, ConfigError> {
-        let vars = Vars { env };
+    pub fn new(args: &cli::DatabaseArgs, secrets: &SecretValues) -> Result<Self, ConfigError> {
         let url = secrets.required(names::DATABASE_URL)?;
         if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
             return Err(ConfigError::invalid(names::DATABASE_URL, "must start with postgres:// or postgresql://"));
         }
         Ok(Self {
             url,
-            max_connections: vars.positive(names::DATABASE_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS)?,
-            connect_timeout: Duration::from_secs(
-                vars.positive(names::MIGRATE_TIMEOUT_SECS, DEFAULT_MIGRATE_TIMEOUT_SECS)?,
-            ),
+            max_connections: args.database_max_connections,
+            connect_timeout: Duration::from_secs(args.migrate_timeout_secs),
         })
+    }
+
+    /// `migrate`'s settings, secrets resolved.
+    pub async fn load(args: &MigrateArgs, inputs: &SecretInputs, http: &reqwest::Client) -> Result<Self, ConfigError> {
+        let secrets = inputs.resolve(&args.google, http, secrets::SECRET_MANAGER_TIMEOUT).await?;
+        Self::new(&args.database, &secrets)
     }
 }
 
 impl Config {
-    /// Builds the whole configuration from plain variables and resolved secrets.
-    pub fn from_env(env: &dyn EnvSource, secrets: &SecretValues) -> Result<Self, ConfigError> {
-        let vars = Vars { env };
+    /// `serve`'s settings, secrets resolved (files read, Secret Manager asked).
+    pub async fn load(args: &ServeArgs, inputs: &SecretInputs, http: &reqwest::Client) -> Result<Self, ConfigError> {
+        let secrets = inputs.resolve(&args.google, http, secrets::SECRET_MANAGER_TIMEOUT).await?;
+        Self::new(args, &secrets)
+    }
+
+    /// The configuration from variables given as pairs instead of the process
+    /// environment, with secrets given directly (tests, tools).
+    pub fn from_vars(vars: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        let (args, inputs) = serve_args(vars)?;
+        Self::new(&args, &inputs.direct()?)
+    }
+
+    /// Like [`Config::from_vars`], also resolving `X_FILE` and `X_SECRET_NAME`.
+    pub async fn load_vars(
+        vars: &[(&str, &str)],
+        http: &reqwest::Client,
+        secret_manager_timeout: Duration,
+    ) -> Result<Self, ConfigError> {
+        let (args, inputs) = serve_args(vars)?;
+        let secrets = inputs.resolve(&args.google, http, secret_manager_timeout).await?;
+        Self::new(&args, &secrets)
+    }
+
+    /// Checks across settings what clap cannot, and builds the configuration.
+    pub fn new(args: &ServeArgs, secrets: &SecretValues) -> Result<Self, ConfigError> {
         let internal_api_key = secrets.required(names::INTERNAL_API_KEY)?;
         if internal_api_key.expose().len() < 16 {
             return Err(ConfigError::invalid(names::INTERNAL_API_KEY, "must be at least 16 characters long"));
         }
-        let log_format = match vars.get(names::LOG_FORMAT).as_deref() {
-            None | Some(log_format::JSON) => LogFormat::Json,
-            Some(log_format::TEXT) => LogFormat::Text,
-            Some(other) => {
-                return Err(ConfigError::invalid(names::LOG_FORMAT, format!("{other:?}: expected json or text")));
+        let llm_timeout = Duration::from_secs(args.provider.llm_timeout_secs);
+        let request_timeout_secs = match args.http.request_timeout_secs {
+            None => args.provider.llm_timeout_secs + 10,
+            Some(secs) if secs <= args.provider.llm_timeout_secs => {
+                return Err(ConfigError::invalid(
+                    names::REQUEST_TIMEOUT_SECS,
+                    format!(
+                        "{secs} must be greater than {} ({}), or a request times out before its provider call",
+                        names::LLM_TIMEOUT_SECS,
+                        args.provider.llm_timeout_secs
+                    ),
+                ));
             }
+            Some(secs) => secs,
         };
+        let grace_secs = args.shutdown.shutdown_grace_secs.unwrap_or(request_timeout_secs + 5);
+        let per_minute = |v: Option<u32>| v.filter(|&n| n > 0);
         Ok(Self {
-            host: vars.parse(names::HOST, IpAddr::from([0, 0, 0, 0]))?,
-            port: vars.parse(names::PORT, defaults::PORT)?,
-            metrics_port: vars.parse(names::METRICS_PORT, defaults::METRICS_PORT)?,
-            database: DatabaseConfig::from_env(env, secrets)?,
-            run_migrations: vars.bool(names::RUN_MIGRATIONS)?,
+            host: args.listen.host,
+            port: args.listen.port,
+            metrics_port: args.listen.metrics_port,
+            database: DatabaseConfig::new(&args.database, secrets)?,
+            run_migrations: args.run_migrations,
             internal_api_key,
-            allowed_origins: allowed_origins(&vars)?,
-            provider: provider(&vars, secrets)?,
-            llm_timeout: Duration::from_secs(vars.positive(names::LLM_TIMEOUT_SECS, defaults::LLM_TIMEOUT_SECS)?),
-            turn_wait: Duration::from_secs(vars.positive(names::TURN_WAIT_SECS, defaults::TURN_WAIT_SECS)?),
-            system_prompt: vars.get(names::SYSTEM_PROMPT),
-            max_history_messages: vars.positive(names::MAX_HISTORY_MESSAGES, defaults::MAX_HISTORY_MESSAGES)?,
-            max_message_chars: vars.positive(names::MAX_MESSAGE_CHARS, DEFAULT_MAX_MESSAGE_CHARS)?,
+            provider: provider(args, secrets)?,
+            llm_timeout,
+            turn_wait: Duration::from_secs(args.chat.turn_wait_secs),
+            system_prompt: args.chat.system_prompt.clone().filter(|p| !p.trim().is_empty()),
+            max_history_messages: args.chat.max_history_messages,
+            max_message_chars: args.chat.max_message_chars,
             jwt: JwtConfig {
                 secret: secrets.optional(names::JWT_SECRET),
-                jwks_url: match vars.get(names::JWT_JWKS_URL) {
-                    Some(raw) => Some(check_url(names::JWT_JWKS_URL, &raw)?),
-                    None => None,
-                },
-                audience: vars.get(names::JWT_AUDIENCE),
-                issuer: vars.get(names::JWT_ISSUER),
+                jwks_url: args.jwt.jwt_jwks_url.clone(),
+                audience: args.jwt.jwt_audience.clone(),
+                issuer: args.jwt.jwt_issuer.clone(),
             },
-            log_format,
-            summaries: vars.bool_or(names::SUMMARIES, true)?,
-            titles: match vars.get(names::TITLES).as_deref() {
-                None | Some(titles::FIRST_MESSAGE) => TitleMode::FirstMessage,
-                Some(titles::PROVIDER) => TitleMode::Provider,
-                Some(other) => {
-                    return Err(ConfigError::invalid(
-                        names::TITLES,
-                        format!("{other:?}: expected one of {}", titles::ALL.join(", ")),
-                    ));
-                }
+            http: HttpConfig {
+                allowed_origins: args.http.allowed_origins.clone(),
+                api_docs: args.http.api_docs,
+                max_body_bytes: args.http.max_body_bytes,
+                request_timeout: Duration::from_secs(request_timeout_secs),
+                max_in_flight: args.http.max_in_flight,
             },
+            limits: LimitsConfig {
+                requests_per_minute: per_minute(args.limits.rate_limit_rpm),
+                tokens_per_minute: per_minute(args.limits.rate_limit_tpm),
+                idempotency_ttl: Duration::from_secs(args.limits.idempotency_ttl_secs),
+            },
+            shutdown: ShutdownConfig {
+                drain: Duration::from_secs(args.shutdown.shutdown_drain_secs),
+                grace: Duration::from_secs(grace_secs),
+            },
+            summaries: args.chat.summaries,
+            titles: args.chat.titles,
         })
     }
 }
 
-fn allowed_origins(vars: &Vars<'_>) -> Result<AllowedOrigins, ConfigError> {
-    let Some(raw) = vars.get(names::ALLOWED_ORIGINS) else {
-        return Ok(AllowedOrigins::Any);
-    };
-    let origins: Vec<String> =
-        raw.split(',').map(|o| o.trim().trim_end_matches('/')).filter(|o| !o.is_empty()).map(str::to_owned).collect();
-    if origins.iter().any(|o| o == "*") {
-        return Ok(AllowedOrigins::Any);
+fn serve_args(vars: &[(&str, &str)]) -> Result<(ServeArgs, SecretInputs), ConfigError> {
+    match cli::parse_vars(colloquy_contract::commands::SERVE, vars.iter().copied()) {
+        Ok(Invocation::Serve(args, inputs)) => Ok((*args, inputs)),
+        Ok(Invocation::Migrate(..)) => unreachable!("parsed as serve"),
+        Err(cli::CliError::Config(e)) => Err(e),
+        Err(cli::CliError::Usage(e)) => Err(ConfigError::invalid("arguments", e.to_string())),
     }
-    for origin in &origins {
-        let url = reqwest::Url::parse(origin)
-            .map_err(|e| ConfigError::invalid(names::ALLOWED_ORIGINS, format!("{origin:?} is not an origin: {e}")))?;
-        if url.path() != "/" || url.query().is_some() || !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid(
-                names::ALLOWED_ORIGINS,
-                format!("{origin:?} is not an origin (scheme://host[:port], no path)"),
-            ));
-        }
-    }
-    Ok(AllowedOrigins::List(origins))
 }
 
-fn provider(vars: &Vars<'_>, secrets: &SecretValues) -> Result<ProviderConfig, ConfigError> {
-    let name = match vars.get(names::LLM_PROVIDER) {
+fn provider(args: &ServeArgs, secrets: &SecretValues) -> Result<ProviderConfig, ConfigError> {
+    let p = &args.provider;
+    let name = match p.llm_provider.clone() {
         Some(name) => name,
-        None => infer_provider(vars, secrets).ok_or_else(|| {
+        None => infer_provider(args, secrets).ok_or_else(|| {
             ConfigError::missing_with_hint(
                 names::LLM_PROVIDER,
                 &format!("one of {}; use mock for the offline provider", provider_names::ALL.join(", ")),
@@ -317,43 +314,41 @@ fn provider(vars: &Vars<'_>, secrets: &SecretValues) -> Result<ProviderConfig, C
         })?,
     };
     let hint = |what: &str| format!("needed when {}={name}: {what}", names::LLM_PROVIDER);
+    let required = |value: &Option<String>, var: &str, what: &str| {
+        value.clone().filter(|v| !v.trim().is_empty()).ok_or_else(|| ConfigError::missing_with_hint(var, &hint(what)))
+    };
     match name.as_str() {
-        provider_names::AZURE_OPENAI => Ok(ProviderConfig::AzureOpenAi {
-            endpoint: check_url(
-                names::AZURE_OPENAI_ENDPOINT,
-                secrets
-                    .required_with_hint(names::AZURE_OPENAI_ENDPOINT, &hint("https://<resource>.openai.azure.com"))?
-                    .expose(),
-            )?,
-            deployment: secrets
-                .required_with_hint(names::AZURE_OPENAI_DEPLOYMENT_NAME, &hint("the deployment name"))?
-                .expose()
-                .to_owned(),
-            api_version: vars
-                .get(names::AZURE_OPENAI_API_VERSION)
-                .unwrap_or_else(|| defaults::AZURE_OPENAI_API_VERSION.to_owned()),
-            api_key: secrets.required_with_hint(names::AZURE_OPENAI_API_KEY, &hint("the resource's key"))?,
-        }),
+        provider_names::AZURE_OPENAI => {
+            let endpoint = secrets
+                .required_with_hint(names::AZURE_OPENAI_ENDPOINT, &hint("https://<resource>.openai.azure.com"))?;
+            Ok(ProviderConfig::AzureOpenAi {
+                endpoint: cli::http_url(endpoint.expose())
+                    .map_err(|m| ConfigError::invalid(names::AZURE_OPENAI_ENDPOINT, m))?,
+                deployment: secrets
+                    .required_with_hint(names::AZURE_OPENAI_DEPLOYMENT_NAME, &hint("the deployment name"))?
+                    .expose()
+                    .to_owned(),
+                api_version: p.azure_openai_api_version.clone(),
+                api_key: secrets.required_with_hint(names::AZURE_OPENAI_API_KEY, &hint("the resource's key"))?,
+            })
+        }
         provider_names::VERTEX_AI => {
-            let location = vars.required(names::VERTEX_LOCATION, &hint("e.g. us-central1"))?;
+            let location = required(&p.vertex_location, names::VERTEX_LOCATION, "e.g. us-central1")?;
             if !location.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                 return Err(ConfigError::invalid(names::VERTEX_LOCATION, "must look like us-central1"));
             }
-            let endpoint = match vars.get(names::VERTEX_ENDPOINT) {
-                Some(raw) => check_url(names::VERTEX_ENDPOINT, &raw)?,
-                None => crate::llm::vertex::default_endpoint(&location),
-            };
+            let endpoint = p.vertex_endpoint.clone().unwrap_or_else(|| crate::llm::vertex::default_endpoint(&location));
             Ok(ProviderConfig::VertexAi {
-                project_id: vars.required(names::VERTEX_PROJECT_ID, &hint("the Google Cloud project"))?,
-                model: vars.required(names::VERTEX_MODEL, &hint("e.g. gemini-2.0-flash"))?,
+                project_id: required(&p.vertex_project_id, names::VERTEX_PROJECT_ID, "the Google Cloud project")?,
+                model: required(&p.vertex_model, names::VERTEX_MODEL, "e.g. gemini-2.0-flash")?,
                 location,
                 endpoint,
-                metadata_host: vars.get(names::GCE_METADATA_HOST).unwrap_or_else(|| DEFAULT_METADATA_HOST.to_owned()),
+                metadata_host: args.google.gce_metadata_host.clone(),
             })
         }
         provider_names::OPENAI => Ok(ProviderConfig::OpenAi {
-            base_url: vars.url(names::OPENAI_BASE_URL, &hint("e.g. http://vllm:8000/v1"))?,
-            model: vars.required(names::OPENAI_MODEL, &hint("the model name the server serves"))?,
+            base_url: required(&p.openai_base_url, names::OPENAI_BASE_URL, "e.g. http://vllm:8000/v1")?,
+            model: required(&p.openai_model, names::OPENAI_MODEL, "the model name the server serves")?,
             api_key: secrets.optional(names::OPENAI_API_KEY),
         }),
         provider_names::MOCK => Ok(ProviderConfig::Mock),
@@ -367,8 +362,8 @@ fn provider(vars: &Vars<'_>, secrets: &SecretValues) -> Result<ProviderConfig, C
 /// Without `LLM_PROVIDER`, follow the seed: Vertex settings mean Vertex, Azure
 /// settings mean Azure. Never the mock: a production pod must not answer from
 /// it by accident.
-fn infer_provider(vars: &Vars<'_>, secrets: &SecretValues) -> Option<String> {
-    if vars.get(names::VERTEX_PROJECT_ID).is_some() {
+fn infer_provider(args: &ServeArgs, secrets: &SecretValues) -> Option<String> {
+    if args.provider.vertex_project_id.is_some() {
         Some(provider_names::VERTEX_AI.to_owned())
     } else if secrets.optional(names::AZURE_OPENAI_ENDPOINT).is_some() {
         Some(provider_names::AZURE_OPENAI.to_owned())

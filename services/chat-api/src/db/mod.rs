@@ -3,10 +3,13 @@
 
 pub mod concurrent_indexes;
 pub mod conversations;
+pub mod idempotency;
 pub mod lifecycle;
 pub mod listing;
+pub mod rate_limits;
 pub mod summaries;
 pub mod tasks;
+pub mod turn_write;
 pub mod turns;
 
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::conversations::{TurnContext, load_turn_context, parse_role};
@@ -231,7 +231,7 @@ pub enum Stored {
 /// `token_usage`, its title when it has none yet (a conversation started
 /// without history), and the claim row (free again, remembering the last
 /// message time). Nothing is stored unless the claim is still this turn's.
-pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
+pub async fn append(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
     let token = turn.claim.unwrap_or_else(Uuid::nil);
     let cols = columns(turn.messages);
     let sql = format!(
@@ -273,7 +273,7 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
         .bind(token)
         .bind(turn.model)
         .bind(turn.title)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     if stored {
         return Ok(Stored::Ok);
@@ -285,14 +285,14 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
     )
     .bind(turn.conversation_id)
     .bind(turn.user_id)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(if exists { Stored::ClaimLost } else { Stored::NotFound })
 }
 
 /// Creates a conversation with its first messages, in one statement, stamped
 /// with the statement's database time.
-pub async fn create(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
+pub async fn create(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
     let cols = columns(turn.messages);
     let sql = format!(
         "WITH times AS (SELECT now() AS first_at), {LAYOUT}, \
@@ -323,7 +323,7 @@ pub async fn create(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
         .bind(as_i64(turn.delta.estimated_turns))
         .bind(turn.model)
         .bind(turn.title)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     Ok(if stored { Stored::Ok } else { Stored::NotFound })
 }

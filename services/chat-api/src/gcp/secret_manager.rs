@@ -7,13 +7,17 @@ use super::metadata::MetadataTokenSource;
 
 pub const DEFAULT_ENDPOINT: &str = "https://secretmanager.googleapis.com";
 
+/// proto3 JSON leaves out empty fields: a secret version whose payload is
+/// empty comes back without `data` (and possibly without `payload`).
 #[derive(Deserialize)]
 struct AccessResponse {
+    #[serde(default)]
     payload: Payload,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Payload {
+    #[serde(default)]
     data: String,
 }
 
@@ -26,7 +30,8 @@ pub struct SecretManager<'a> {
 }
 
 impl SecretManager<'_> {
-    /// The latest version of secret `name`, decoded as UTF-8. Errors never contain the value.
+    /// The latest version of secret `name`, decoded as UTF-8 (empty when the
+    /// payload is). Errors never contain the value.
     pub async fn access_latest(&self, name: &str) -> Result<String, String> {
         let url = format!(
             "{}/v1/projects/{}/secrets/{}/versions/latest:access",

@@ -9,6 +9,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
+use super::openapi_limits::LimitsAndIdempotency;
 use super::{chat, conversations, health};
 
 #[derive(OpenApi)]
@@ -27,7 +28,7 @@ use super::{chat, conversations, health};
         health::readyz,
     ),
     components(schemas(chat::StreamConversationEvent, chat::StreamDeltaEvent, chat::SimpleChatResponse)),
-    modifiers(&Security),
+    modifiers(&Security, &LimitsAndIdempotency),
     tags(
         (name = "chat", description = "Chat turns"),
         (name = "conversations", description = "Stored conversations"),
@@ -67,8 +68,12 @@ const REDOC_PAGE: &str = r#"<!DOCTYPE html>
 </html>
 "#;
 
-/// `/openapi.json`, `/docs` and `/redoc`.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// `/openapi.json`, and with `ui` (`API_DOCS=on`) `/docs` and `/redoc`.
+pub fn router<S: Clone + Send + Sync + 'static>(ui: bool) -> Router<S> {
+    if !ui {
+        let spec = ApiDoc::openapi();
+        return Router::new().route("/openapi.json", get(move || std::future::ready(axum::Json(spec.clone()))));
+    }
     Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .route("/redoc", get(|| async { Html(REDOC_PAGE) }))

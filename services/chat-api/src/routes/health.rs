@@ -20,9 +20,9 @@ pub struct HealthBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyBody {
-    /// `ready` or `not_ready`.
+    /// `ready`, `not_ready` (PostgreSQL unreachable) or `shutting_down` (after SIGTERM).
     pub status: &'static str,
-    /// `ok` or `unreachable`.
+    /// `ok`, `unreachable`, or `not_checked` while shutting down.
     pub database: &'static str,
     /// The provider probe's last outcome (`state`, `message`, `checkedAt`);
     /// informative only: it never makes the pod unready.
@@ -43,7 +43,7 @@ pub async fn livez() -> Json<HealthBody> {
     health().await
 }
 
-/// Readiness: PostgreSQL answers.
+/// Readiness: PostgreSQL answers and the process is not shutting down.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -51,6 +51,13 @@ pub async fn livez() -> Json<HealthBody> {
     responses((status = 200, body = ReadyBody), (status = 503, body = ReadyBody))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody>) {
+    if state.lifecycle.draining() {
+        let provider = provider_probe::readiness_detail();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ReadyBody { status: "shutting_down", database: "not_checked", provider }),
+        );
+    }
     if db::ping(&state.pool).await {
         (
             StatusCode::OK,

@@ -6,28 +6,35 @@ mod cursor;
 pub mod docs;
 mod extract;
 mod health;
+mod openapi_limits;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Router, middleware};
+use axum::{BoxError, Router, middleware};
 use colloquy_contract::{headers, paths};
 use sqlx::PgPool;
+use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::auth::Authenticator;
+use crate::auth::{self, AuthState, Authenticator};
+use crate::body_end::{self, Hold};
 use crate::chat::ChatService;
-use crate::config::AllowedOrigins;
+use crate::config::{AllowedOrigins, HttpConfig};
 use crate::error::ApiError;
+use crate::idempotency::{self, Idempotency};
+use crate::limits::{self, RateLimiter};
 use crate::metrics::Metrics;
+use crate::shutdown::{self, Lifecycle};
 use crate::{request_id, telemetry};
 
 pub use chat::{ChatRequest, ProxyChatResponse, SimpleChatResponse};
-
-/// Largest accepted request body.
-pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -36,6 +43,11 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub pool: PgPool,
     pub metrics: Arc<Metrics>,
+    pub http: Arc<HttpConfig>,
+    /// Per-user rate limits; `None` when off.
+    pub limiter: Option<RateLimiter>,
+    pub idempotency: Arc<Idempotency>,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -44,6 +56,8 @@ impl FromRef<AppState> for Arc<Authenticator> {
     }
 }
 
+/// CORS. Never with credentials: `ALLOWED_ORIGINS=*` must not let any site
+/// send cookies, and callers authenticate with headers, not cookies.
 fn cors(origins: &AllowedOrigins) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
@@ -52,9 +66,21 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
             header::AUTHORIZATION,
             HeaderName::from_static(headers::API_KEY),
             HeaderName::from_static(headers::REQUEST_ID),
+            HeaderName::from_static(headers::IDEMPOTENCY_KEY),
             HeaderName::from_static("traceparent"),
         ])
-        .expose_headers([HeaderName::from_static(headers::REQUEST_ID)]);
+        .expose_headers([
+            HeaderName::from_static(headers::REQUEST_ID),
+            HeaderName::from_static(headers::IDEMPOTENT_REPLAYED),
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ])
+        .allow_credentials(false);
     match origins {
         AllowedOrigins::Any => layer.allow_origin(Any),
         AllowedOrigins::List(list) => {
@@ -63,12 +89,58 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
     }
 }
 
-/// The public API (`PORT`).
-pub fn api_router(state: AppState, origins: &AllowedOrigins) -> Router {
+/// The in-flight limit: `503 overloaded` at once when `MAX_IN_FLIGHT`
+/// requests are running, rather than a queue. A request counts until its
+/// response body is sent, so a streamed answer counts while it streams
+/// (tower's concurrency limit lets go at the response head).
+async fn in_flight_limit(
+    State((slots, metrics)): State<(Arc<tokio::sync::Semaphore>, Arc<Metrics>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(permit) = slots.try_acquire_owned() else {
+        metrics.rejected("overloaded");
+        return ApiError::Overloaded.into_response();
+    };
+    body_end::watch(next.run(request).await, Hold(permit))
+}
+
+/// What the request timeout's error becomes.
+async fn admission_error(metrics: Arc<Metrics>, timeout: Duration, err: BoxError) -> Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        metrics.rejected("request_timeout");
+        ApiError::RequestTimeout(timeout).into_response()
+    } else {
+        ApiError::Internal(format!("admission: {err}")).into_response()
+    }
+}
+
+/// The public API (`PORT`). Outside in: request id, access log and metrics,
+/// `Connection: close` while draining, CORS, body limit; then, on the `/api`
+/// routes only: the in-flight limit (`503 overloaded` at once rather than a
+/// queue), the request timeout (until the response head, so a stream is not
+/// cut once it started), authentication, per-user rate limits, and on the
+/// two turn routes `Idempotency-Key`. Probes and docs skip those: a busy pod
+/// still answers its probes.
+pub fn api_router(state: AppState) -> Router {
+    let http = state.http.clone();
     let metrics = state.metrics.clone();
-    Router::new()
+    let auth_state = AuthState { auth: state.auth.clone(), max_body_bytes: http.max_body_bytes };
+    let timeout = http.request_timeout;
+    let error_metrics = metrics.clone();
+    let request_timeout = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |err: BoxError| admission_error(error_metrics.clone(), timeout, err)))
+        .timeout(timeout);
+    let in_flight = (Arc::new(tokio::sync::Semaphore::new(http.max_in_flight)), metrics.clone());
+
+    let turns = Router::new()
         .route("/api/ai/chat", post(chat::chat))
         .route("/api/ai/start-conversation", post(chat::start_conversation))
+        .route_layer(middleware::from_fn_with_state(state.idempotency.clone(), idempotency::middleware));
+    // Routes added to `api` must come before its `route_layer`s, which wrap
+    // only the routes present when they are called.
+    let api = Router::new()
+        .merge(turns)
         .route("/api/conversations", get(conversations::list_conversations))
         .route(
             "/api/conversations/{conversation_id}",
@@ -77,14 +149,25 @@ pub fn api_router(state: AppState, origins: &AllowedOrigins) -> Router {
                 .delete(conversations::delete_conversation),
         )
         .route("/api/conversations/{conversation_id}/messages", get(conversations::list_messages))
+        .route_layer(middleware::from_fn_with_state((state.limiter.clone(), metrics.clone()), limits::middleware))
+        .route_layer(middleware::from_fn_with_state(auth_state, auth::middleware))
+        .route_layer(request_timeout)
+        .route_layer(middleware::from_fn_with_state(in_flight, in_flight_limit));
+    let probes = Router::new()
         .route(paths::HEALTH, get(health::health))
         .route(paths::LIVEZ, get(health::livez))
-        .route(paths::READYZ, get(health::readyz))
-        .merge(docs::router())
+        .route(paths::READYZ, get(health::readyz));
+
+    Router::new()
+        .merge(api)
+        .merge(probes)
+        .merge(docs::router(http.api_docs))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(cors(origins))
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(axum::Extension(extract::MaxBodyBytes(http.max_body_bytes)))
+        .layer(cors(&http.allowed_origins))
+        .layer(middleware::from_fn_with_state(state.lifecycle.clone(), shutdown::close_connections_when_draining))
         .layer(middleware::from_fn_with_state(metrics, telemetry::observe_request))
         .layer(middleware::from_fn(request_id::middleware))
 }

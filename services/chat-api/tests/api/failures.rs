@@ -6,7 +6,8 @@ use sqlx::PgPool;
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::support::FakeResponse;
+use crate::support::tcp_proxy::TcpProxy;
+use crate::support::{FakeResponse, FakeUpstream};
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn bad_input_is_a_400_with_a_code(pool: PgPool) {
@@ -41,6 +42,23 @@ async fn bad_input_is_a_400_with_a_code(pool: PgPool) {
         app.chat(json!({"conversation_id": uuid::Uuid::new_v4(), "user_message": "hi", "client_user_id": USER})).await;
     assert_eq!(unknown.status, 404);
     assert_eq!(app.message_count().await, 0);
+}
+
+/// PostgreSQL's text cannot hold NUL: a NUL in a body string or a query
+/// parameter is a 400, never a 500 from the failed statement (found by
+/// schemathesis).
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn nul_characters_are_a_400_not_a_500(pool: PgPool) {
+    let app = app(pool);
+    let reply = app.chat(json!({"user_message": "a\u{0}b", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.error_code(), "invalid_request");
+    let listing =
+        app.get(&format!("/api/conversations?client_user_id={USER}&q=ab%00"), &[("x-api-key", API_KEY)]).await;
+    assert_eq!(listing.status, 400, "{}", listing.body);
+    assert_eq!(listing.error_code(), "invalid_query");
+    let fine = app.chat(json!({"user_message": "a\\u0000b is just text", "client_user_id": USER})).await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
 }
 
 /// Starts a conversation with one good turn, then returns its id and state.
@@ -133,6 +151,7 @@ async fn unreachable_database_is_503_not_401_or_500(pool: PgPool) {
     let reply = app.chat(json!({"user_message": "hi", "client_user_id": USER})).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.error_code(), "database_unavailable");
+    assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
     let conversation =
         app.get(&format!("/api/conversations/{}", uuid::Uuid::new_v4()), &[("x-api-key", API_KEY)]).await;
     assert_eq!(conversation.status, 503);
@@ -145,4 +164,122 @@ async fn unreachable_database_is_503_not_401_or_500(pool: PgPool) {
         .post("/api/ai/chat", &[("x-api-key", "wrong")], json!({"user_message": "hi", "client_user_id": USER}))
         .await;
     assert_eq!(unauthorized.status, 401);
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn an_exhausted_pool_is_503_not_a_queue(pool: PgPool) {
+    let app = app_with(service_pool(&database_url(&pool), 1), &config(&[]));
+    let held = app.state.pool.acquire().await.unwrap();
+    let reply = app.chat(json!({"user_message": "hi", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.error_code(), "database_unavailable");
+    assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(app.get("/livez", &[]).await.status, 200);
+    drop(held);
+    assert_eq!(app.chat(json!({"user_message": "hi", "client_user_id": USER})).await.status, 200);
+}
+
+/// An app on the OpenAI-compatible fake upstream whose database connections
+/// go through a proxy the test can break.
+async fn behind_proxy(pool: &PgPool) -> (TestApp, FakeUpstream, TcpProxy) {
+    let url = reqwest::Url::parse(&database_url(pool)).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap()).parse().unwrap();
+    let proxy = TcpProxy::start(target).await;
+    let mut proxied = url.clone();
+    proxied.set_port(Some(proxy.addr.port())).unwrap();
+    let upstream = FakeUpstream::start().await;
+    let base = format!("{}/v1", upstream.url);
+    let settings = config(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base), ("OPENAI_MODEL", "gpt-test")]);
+    let mut app = app_with(service_pool(proxied.as_str(), 4), &settings);
+    // Row counts are read on the test's own pool, which does not go through the proxy.
+    app.pool = pool.clone();
+    (app, upstream, proxy)
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn the_service_recovers_when_the_database_comes_back(pool: PgPool) {
+    let (app, upstream, proxy) = behind_proxy(&pool).await;
+    upstream.set_default(FakeResponse::json(200, completion("answer", 5, 2)));
+    assert_eq!(app.chat(json!({"user_message": "before", "client_user_id": USER})).await.status, 200);
+    proxy.down();
+    let reply = app.chat(json!({"user_message": "during", "client_user_id": USER})).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.error_code(), "database_unavailable");
+    let ready = app.get("/readyz", &[]).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(app.get("/livez", &[]).await.status, 200);
+    proxy.up().await;
+    // No restart: the next requests find the database again.
+    let mut ready = app.get("/readyz", &[]).await;
+    for _ in 0..50 {
+        if ready.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = app.get("/readyz", &[]).await;
+    }
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(app.chat(json!({"user_message": "after", "client_user_id": USER})).await.status, 200);
+    assert_eq!(app.message_count().await, 4);
+}
+
+/// PostgreSQL restarts while the provider answers: the pooled connection the
+/// write gets is dead, and the write is retried once on a fresh connection.
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn a_write_that_fails_is_retried_once_on_a_fresh_connection(pool: PgPool) {
+    let (app, upstream, proxy) = behind_proxy(&pool).await;
+    upstream.push(FakeResponse::json(200, completion("first", 5, 2)));
+    let first = app.chat(json!({"user_message": "first", "client_user_id": USER})).await;
+    assert_eq!(first.status, 200);
+    let id = first.body["conversation_id"].as_str().unwrap().to_owned();
+    upstream.push(FakeResponse::json(200, completion("second", 5, 2)).with_delay(Duration::from_millis(600)));
+    let app = std::sync::Arc::new(app);
+    let turn = {
+        let (app, id) = (app.clone(), id.clone());
+        tokio::spawn(async move {
+            app.chat(json!({"conversation_id": id, "user_message": "second", "client_user_id": USER})).await
+        })
+    };
+    while upstream.requests().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut();
+    let reply = turn.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["ai_response"], "second");
+    assert_eq!(app.message_count().await, 4, "stored exactly once");
+    let (_, usage, _) = app.conversation_row(&id).await;
+    assert_eq!(usage.unwrap()["turns"], 2);
+}
+
+/// If the retry fails too, the caller gets a 503 and nothing is stored.
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn a_write_that_fails_twice_is_503_and_stores_nothing(pool: PgPool) {
+    let (app, upstream, proxy) = behind_proxy(&pool).await;
+    upstream.push(FakeResponse::json(200, completion("first", 5, 2)));
+    let first = app.chat(json!({"user_message": "first", "client_user_id": USER})).await;
+    let id = first.body["conversation_id"].as_str().unwrap().to_owned();
+    upstream.push(FakeResponse::json(200, completion("second", 5, 2)).with_delay(Duration::from_millis(600)));
+    let app = std::sync::Arc::new(app);
+    let turn = {
+        let (app, id) = (app.clone(), id.clone());
+        tokio::spawn(async move {
+            app.chat(json!({"conversation_id": id, "user_message": "second", "client_user_id": USER})).await
+        })
+    };
+    while upstream.requests().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.down();
+    let reply = turn.await.unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.error_code(), "database_unavailable");
+    proxy.up().await;
+    assert_unchanged_after(&app, &id).await;
+}
+
+async fn assert_unchanged_after(app: &TestApp, id: &str) {
+    assert_eq!(app.message_count().await, 2);
+    let (_, usage, _) = app.conversation_row(id).await;
+    assert_eq!(usage.unwrap()["turns"], 1);
 }

@@ -1,11 +1,9 @@
 //! Builds the real application router over a test database and calls it in-process.
 
-use std::collections::HashMap;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use chat_api::config::{Config, SecretValues};
+use chat_api::config::Config;
 use chat_api::server;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -44,26 +42,22 @@ impl Reply {
 /// would take scripted upstream answers meant for turns. Summary tests turn
 /// them on with `("SUMMARIES", "on")`.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("LLM_PROVIDER".to_owned(), "mock".to_owned()),
-        ("LOG_FORMAT".to_owned(), "text".to_owned()),
-        ("SUMMARIES".to_owned(), "off".to_owned()),
-    ]);
-    for (k, v) in vars {
-        env.insert((*k).to_owned(), (*v).to_owned());
-    }
-    let secrets = SecretValues::from_pairs([
+    let mut all = vec![
+        ("LLM_PROVIDER", "mock"),
+        ("LOG_FORMAT", "text"),
+        ("SUMMARIES", "off"),
         ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
         ("INTERNAL_API_KEY", API_KEY),
         ("JWT_SECRET", JWT_SECRET),
-    ]);
-    Config::from_env(&env, &secrets).expect("test configuration is valid")
+    ];
+    all.extend_from_slice(vars);
+    Config::from_vars(&all).expect("test configuration is valid")
 }
 
 /// The app over `pool`, with its background worker running (as in `serve`).
 pub fn app_with(pool: PgPool, config: &Config) -> TestApp {
     let state = server::state(config, pool.clone(), server::http_client());
-    let router = chat_api::routes::api_router(state.clone(), &config.allowed_origins);
+    let router = chat_api::routes::api_router(state.clone());
     let metrics_router = chat_api::routes::metrics_router(state.metrics.clone(), pool.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(chat_api::chat::worker::run(state.chat.clone(), stopped));
@@ -72,6 +66,26 @@ pub fn app_with(pool: PgPool, config: &Config) -> TestApp {
 
 pub fn app(pool: PgPool) -> TestApp {
     app_with(pool, &config(&[]))
+}
+
+/// The URL of the test database behind `pool` (the test script's
+/// `DATABASE_URL`, with the per-test database's name).
+pub fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
+    let mut url = reqwest::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(pool.connect_options().get_database().expect("the test pool names its database"));
+    url.to_string()
+}
+
+/// A second, independent pool on the same database, with the service's own
+/// pool settings (what another replica would have).
+pub fn service_pool(url: &str, max_connections: u32) -> PgPool {
+    chat_api::db::lazy_pool(&chat_api::config::DatabaseConfig {
+        url: chat_api::config::Secret::new(url),
+        max_connections,
+        connect_timeout: std::time::Duration::from_secs(5),
+    })
+    .expect("valid database URL")
 }
 
 /// The app with the OpenAI-compatible provider pointed at a fake upstream.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use chat_api::config::{Config, SecretValues};
+use chat_api::config::Config;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -74,15 +74,14 @@ struct Upstreams {
 }
 
 fn config_for(vars: &[(&str, &str)], secrets: &[(&str, &str)]) -> Config {
-    let env: std::collections::HashMap<String, String> =
-        vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let mut all = vec![
         ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
         ("INTERNAL_API_KEY", API_KEY),
         ("JWT_SECRET", JWT_SECRET),
     ];
     all.extend_from_slice(secrets);
-    Config::from_env(&env, &SecretValues::from_pairs(all)).expect("test configuration is valid")
+    all.extend_from_slice(vars);
+    Config::from_vars(&all).expect("test configuration is valid")
 }
 
 async fn app_for(pool: PgPool, kind: Kind) -> (TestApp, Upstreams) {

@@ -4,5 +4,6 @@
 
 pub mod fake_upstream;
 pub mod sse;
+pub mod tcp_proxy;
 
 pub use fake_upstream::*;

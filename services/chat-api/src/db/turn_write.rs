@@ -1,0 +1,193 @@
+//! How a turn's write reaches PostgreSQL once the provider has answered:
+//!
+//! - A write that fails because the connection or the server went away is
+//!   retried once, on a fresh connection opened for it (not another pooled
+//!   one, which may be just as dead after a database restart). The write is
+//!   one statement, so a failed attempt stored nothing; a second failure is
+//!   the caller's `503 database_unavailable`.
+//! - Inside a [`WriteUnit`] (a request with an `Idempotency-Key`), the write
+//!   runs in a transaction that stays open until the idempotency layer has
+//!   recorded the response in it: the turn and its stored response commit
+//!   together or not at all.
+//!
+//! Hand-written rather than sqlx's `Transaction` because the transaction
+//! must outlive the handler that opened it, on a connection that may not
+//! come from the pool.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use tokio::sync::Mutex;
+
+use crate::error::is_unavailable;
+
+/// A database connection held by a write.
+enum Held {
+    Pooled(PoolConnection<Postgres>),
+    /// Opened for a retry, outside the pool.
+    Fresh(PgConnection),
+}
+
+impl Held {
+    fn conn(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Pooled(c) => c,
+            Self::Fresh(c) => c,
+        }
+    }
+
+    async fn acquire(pool: &PgPool, fresh: bool) -> Result<Self, sqlx::Error> {
+        if fresh {
+            let options = pool.connect_options();
+            let connect = PgConnection::connect_with(&options);
+            match tokio::time::timeout(pool.options().get_acquire_timeout(), connect).await {
+                Ok(conn) => Ok(Self::Fresh(conn?)),
+                Err(_) => Err(sqlx::Error::PoolTimedOut),
+            }
+        } else {
+            Ok(Self::Pooled(pool.acquire().await?))
+        }
+    }
+
+    /// Gives the connection back (pooled) or closes it (fresh).
+    async fn release(self) {
+        match self {
+            Self::Pooled(c) => drop(c),
+            Self::Fresh(c) => {
+                let _ = c.close().await;
+            }
+        }
+    }
+}
+
+/// A transaction left open by a turn's write, committed by whoever opened the unit.
+pub struct OpenTx {
+    held: Option<Held>,
+}
+
+impl OpenTx {
+    async fn begin(pool: &PgPool, fresh: bool) -> Result<Self, sqlx::Error> {
+        let mut held = Held::acquire(pool, fresh).await?;
+        sqlx::query("BEGIN").execute(held.conn()).await?;
+        Ok(Self { held: Some(held) })
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        self.held.as_mut().expect("connection held until commit").conn()
+    }
+
+    /// Commits. On error the outcome may be unknown (the connection broke
+    /// during COMMIT): the caller checks what it wrote.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let mut held = self.held.take().expect("connection held until commit");
+        match sqlx::query("COMMIT").execute(held.conn()).await {
+            Ok(_) => {
+                held.release().await;
+                Ok(())
+            }
+            Err(e) => {
+                self.held = Some(held);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for OpenTx {
+    /// Abandoned (not committed): close the connection, which rolls the
+    /// transaction back; never return it to the pool mid-transaction.
+    fn drop(&mut self) {
+        match self.held.take() {
+            Some(Held::Pooled(c)) => drop(c.detach()),
+            Some(Held::Fresh(c)) => drop(c),
+            None => {}
+        }
+    }
+}
+
+/// The write of one request that must commit together with something else.
+#[derive(Default)]
+pub struct WriteUnit {
+    tx: Mutex<Option<OpenTx>>,
+}
+
+impl WriteUnit {
+    /// The transaction a write left open, if any.
+    pub async fn take(&self) -> Option<OpenTx> {
+        self.tx.lock().await.take()
+    }
+}
+
+tokio::task_local! {
+    static UNIT: Arc<WriteUnit>;
+}
+
+/// Runs `f` with `unit` collecting the writes made inside it.
+pub async fn in_unit<F: Future>(unit: Arc<WriteUnit>, f: F) -> F::Output {
+    UNIT.scope(unit, f).await
+}
+
+/// Runs a turn's write (see the module documentation). `op` may run twice,
+/// so it owns (clones) what it writes.
+pub async fn write<T, F>(pool: &PgPool, mut op: F) -> Result<T, sqlx::Error>
+where
+    F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
+{
+    if let Ok(unit) = UNIT.try_with(Arc::clone) {
+        return write_in_unit(pool, &unit, op).await;
+    }
+    let mut held = Held::acquire(pool, false).await?;
+    match op(held.conn()).await {
+        Ok(v) => {
+            held.release().await;
+            Ok(v)
+        }
+        Err(e) if retryable(&e) => {
+            tracing::warn!(error = %e, "turn write failed; retrying once on a fresh connection");
+            drop(held);
+            let mut fresh = Held::acquire(pool, true).await?;
+            let result = op(fresh.conn()).await;
+            fresh.release().await;
+            result
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn write_in_unit<T, F>(pool: &PgPool, unit: &WriteUnit, mut op: F) -> Result<T, sqlx::Error>
+where
+    F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
+{
+    let mut slot = unit.tx.lock().await;
+    // A second write of the same request joins the open transaction.
+    if let Some(tx) = slot.as_mut() {
+        return op(tx.conn()).await;
+    }
+    let first = match OpenTx::begin(pool, false).await {
+        Ok(mut tx) => match op(tx.conn()).await {
+            Ok(v) => {
+                *slot = Some(tx);
+                return Ok(v);
+            }
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    if !retryable(&first) {
+        return Err(first);
+    }
+    tracing::warn!(error = %first, "turn write failed; retrying once on a fresh connection");
+    let mut tx = OpenTx::begin(pool, true).await?;
+    let v = op(tx.conn()).await?;
+    *slot = Some(tx);
+    Ok(v)
+}
+
+/// Failures of the connection or the server, after which the statement did
+/// not (or, inside a transaction, cannot have) committed. A pool timeout is
+/// not one: the pool is exhausted, and one more connection would not help it.
+fn retryable(err: &sqlx::Error) -> bool {
+    is_unavailable(err) && !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
