@@ -61,6 +61,7 @@ impl ApiError {
                 ProviderError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 ProviderError::ContentFiltered { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 ProviderError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                ProviderError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },
             Self::ConversationBusy(_) => StatusCode::CONFLICT,
@@ -80,6 +81,8 @@ impl ApiError {
                 ProviderError::Timeout(_) => "upstream_timeout",
                 ProviderError::ContentFiltered { .. } => "content_filtered",
                 ProviderError::RateLimited { .. } => "upstream_rate_limited",
+                ProviderError::QuotaExhausted { .. } => "upstream_quota_exhausted",
+                ProviderError::Unavailable { .. } => "upstream_unavailable",
                 _ => "upstream_error",
             },
             Self::ConversationBusy(_) => "conversation_busy",
@@ -150,6 +153,10 @@ impl IntoResponse for ApiError {
             }
             Self::Provider(ProviderError::RateLimited { retry_after, .. }) => {
                 let secs = retry_after.unwrap_or(Duration::from_secs(1)).as_secs().max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Self::Provider(ProviderError::Unavailable { retry_after }) => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             Self::DatabaseUnavailable(_) | Self::ConversationBusy(_) => {

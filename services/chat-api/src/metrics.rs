@@ -32,6 +32,13 @@ pub mod names {
     pub const DB_QUERY_DURATION: &str = "colloquy_db_query_duration_seconds";
     pub const DB_ERRORS: &str = "colloquy_db_errors_total";
     pub const BUILD_INFO: &str = "colloquy_build_info";
+    /// Circuit breaker state per provider endpoint: 0 closed, 1 open, 2 half-open.
+    pub const PROVIDER_BREAKER_STATE: &str = "colloquy_provider_breaker_state";
+    /// Provider call attempts retried, by reason (`rate_limited`, `server_error`, `connection`).
+    pub const PROVIDER_RETRIES: &str = "colloquy_provider_retries_total";
+    /// Calls the fallback provider answered in the primary's place, by reason
+    /// (`circuit_open`, `retries_exhausted`, `quota_exhausted`).
+    pub const PROVIDER_FALLBACKS: &str = "colloquy_provider_fallbacks_total";
 }
 
 /// Latency buckets in seconds, from 1 ms to 2 min (LLM calls are slow).
@@ -87,6 +94,9 @@ pub struct Metrics {
     db_pool_max: IntGauge,
     db_duration: HistogramVec,
     db_errors: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    provider_retries: IntCounterVec,
+    provider_fallbacks: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -154,6 +164,24 @@ impl Metrics {
                 &["operation"],
             )
             .expect("valid counter"),
+            breaker_state: IntGaugeVec::new(
+                Opts::new(
+                    names::PROVIDER_BREAKER_STATE,
+                    "Circuit breaker of each provider endpoint: 0 closed, 1 open, 2 half-open.",
+                ),
+                &["provider", "endpoint"],
+            )
+            .expect("valid gauge"),
+            provider_retries: IntCounterVec::new(
+                Opts::new(names::PROVIDER_RETRIES, "Provider call attempts retried, by endpoint and reason."),
+                &["provider", "endpoint", "reason"],
+            )
+            .expect("valid counter"),
+            provider_fallbacks: IntCounterVec::new(
+                Opts::new(names::PROVIDER_FALLBACKS, "Calls handed to the fallback provider, by reason."),
+                &["provider", "fallback_provider", "reason"],
+            )
+            .expect("valid counter"),
             registry,
         };
         let build_info =
@@ -175,6 +203,9 @@ impl Metrics {
             Box::new(m.db_pool_max.clone()),
             Box::new(m.db_duration.clone()),
             Box::new(m.db_errors.clone()),
+            Box::new(m.breaker_state.clone()),
+            Box::new(m.provider_retries.clone()),
+            Box::new(m.provider_fallbacks.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -199,6 +230,21 @@ impl Metrics {
             self.genai_tokens.with_label_values(&[CHAT, provider, model, "input"]).observe(u.prompt_tokens as f64);
             self.genai_tokens.with_label_values(&[CHAT, provider, model, "output"]).observe(u.completion_tokens as f64);
         }
+    }
+
+    /// Sets a provider endpoint's breaker state (`provider` is the `LLM_PROVIDER` name).
+    pub fn set_breaker_state(&self, provider: &str, endpoint: &str, state: i64) {
+        self.breaker_state.with_label_values(&[provider, endpoint]).set(state);
+    }
+
+    /// Counts one retried provider call attempt.
+    pub fn count_provider_retry(&self, provider: &str, endpoint: &str, reason: &str) {
+        self.provider_retries.with_label_values(&[provider, endpoint, reason]).inc();
+    }
+
+    /// Counts one call handed to the fallback provider.
+    pub fn count_provider_fallback(&self, provider: &str, fallback: &str, reason: &str) {
+        self.provider_fallbacks.with_label_values(&[provider, fallback, reason]).inc();
     }
 
     /// Records a streamed call's time to its first text.

@@ -2,6 +2,7 @@
 //! the variable at fault; secrets never appear in messages.
 
 mod env;
+mod resilience;
 mod secret;
 pub mod secrets;
 
@@ -26,6 +27,15 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The same error about `prefix` + its variable (the fallback provider's).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            Self::Missing { var, hint } => Self::Missing { var: format!("{prefix}{var}"), hint },
+            Self::Invalid { var, message } => Self::Invalid { var: format!("{prefix}{var}"), message },
+            Self::Unreadable { var, message } => Self::Unreadable { var: format!("{prefix}{var}"), message },
+        }
+    }
+
     pub fn missing_with_hint(var: &str, hint: &str) -> Self {
         Self::Missing { var: var.to_owned(), hint: format!(" ({hint})") }
     }
@@ -109,6 +119,10 @@ pub struct Config {
     pub internal_api_key: Secret,
     pub allowed_origins: AllowedOrigins,
     pub provider: ProviderConfig,
+    /// The provider answering when `provider` cannot (`FALLBACK_*`).
+    pub fallback_provider: Option<ProviderConfig>,
+    /// Retries and circuit breaker of provider calls.
+    pub resilience: crate::llm::resilience::ResilienceConfig,
     pub llm_timeout: Duration,
     /// How long a turn waits for a conversation another turn holds.
     pub turn_wait: Duration,
@@ -236,6 +250,8 @@ impl Config {
             internal_api_key,
             allowed_origins: allowed_origins(&vars)?,
             provider: provider(&vars, secrets)?,
+            fallback_provider: resilience::fallback(env, secrets)?,
+            resilience: resilience::resilience(&vars)?,
             llm_timeout: Duration::from_secs(vars.positive(names::LLM_TIMEOUT_SECS, defaults::LLM_TIMEOUT_SECS)?),
             turn_wait: Duration::from_secs(vars.positive(names::TURN_WAIT_SECS, defaults::TURN_WAIT_SECS)?),
             system_prompt: vars.get(names::SYSTEM_PROMPT),

@@ -77,6 +77,16 @@ impl SecretValues {
         Ok(Self { values })
     }
 
+    /// The values under `prefix`, named without it (`FALLBACK_X` as `X`).
+    pub fn with_prefix(&self, prefix: &str) -> Self {
+        let values = self
+            .values
+            .iter()
+            .filter_map(|(name, value)| Some((name.strip_prefix(prefix)?.to_owned(), value.clone())))
+            .collect();
+        Self { values }
+    }
+
     /// Values given directly (tests, tools).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self { values: pairs.into_iter().map(|(k, v)| (k.to_owned(), Secret::new(v))).collect() }

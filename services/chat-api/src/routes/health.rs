@@ -24,6 +24,38 @@ pub struct ReadyBody {
     pub status: &'static str,
     /// `ok` or `unreachable`.
     pub database: &'static str,
+    /// The circuit breaker of each provider endpoint (none when the breaker
+    /// is off). An open breaker does not make the pod unready: the upstream
+    /// is sick, not the pod.
+    pub providers: Vec<ProviderHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderHealth {
+    /// `primary` or `fallback`.
+    pub endpoint: &'static str,
+    /// The `LLM_PROVIDER` name.
+    pub provider: &'static str,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// When open: seconds until a probe call is let through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+fn providers(state: &AppState) -> Vec<ProviderHealth> {
+    state
+        .chat
+        .provider
+        .upstreams()
+        .into_iter()
+        .map(|u| ProviderHealth {
+            endpoint: u.endpoint,
+            provider: u.provider,
+            breaker: u.breaker.label(),
+            retry_after_secs: u.retry_after.map(|d| d.as_secs_f64().ceil() as u64),
+        })
+        .collect()
 }
 
 /// The seed's health check: the process is up.
@@ -38,7 +70,8 @@ pub async fn livez() -> Json<HealthBody> {
     health().await
 }
 
-/// Readiness: PostgreSQL answers.
+/// Readiness: PostgreSQL answers. The providers' circuit breakers are a
+/// detail: an open one leaves the pod ready.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -46,9 +79,10 @@ pub async fn livez() -> Json<HealthBody> {
     responses((status = 200, body = ReadyBody), (status = 503, body = ReadyBody))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody>) {
+    let providers = providers(&state);
     if db::ping(&state.pool).await {
-        (StatusCode::OK, Json(ReadyBody { status: "ready", database: "ok" }))
+        (StatusCode::OK, Json(ReadyBody { status: "ready", database: "ok", providers }))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(ReadyBody { status: "not_ready", database: "unreachable" }))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(ReadyBody { status: "not_ready", database: "unreachable", providers }))
     }
 }

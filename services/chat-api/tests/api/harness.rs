@@ -36,10 +36,15 @@ impl Reply {
     }
 }
 
-/// Configuration for tests: mock provider unless `vars` say otherwise.
+/// Configuration for tests: mock provider unless `vars` say otherwise, and
+/// no provider retries (each scripted upstream answer is the only attempt)
+/// unless a test turns them on.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let mut env: HashMap<String, String> =
-        HashMap::from([("LLM_PROVIDER".to_owned(), "mock".to_owned()), ("LOG_FORMAT".to_owned(), "text".to_owned())]);
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("LLM_PROVIDER".to_owned(), "mock".to_owned()),
+        ("LOG_FORMAT".to_owned(), "text".to_owned()),
+        ("LLM_MAX_RETRIES".to_owned(), "0".to_owned()),
+    ]);
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
