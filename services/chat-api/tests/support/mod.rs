@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod flaky_tcp;
 pub mod sse;
 
 pub use fake_upstream::*;
+pub use flaky_tcp::FlakyFront;
