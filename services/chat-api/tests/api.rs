@@ -21,6 +21,8 @@ mod failures;
 mod http_surface;
 #[path = "api/order.rs"]
 mod order;
+#[path = "api/resilience.rs"]
+mod resilience;
 #[path = "api/schema.rs"]
 mod schema;
 #[path = "api/stream.rs"]

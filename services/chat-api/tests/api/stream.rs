@@ -74,8 +74,9 @@ struct Upstreams {
 }
 
 fn config_for(vars: &[(&str, &str)], secrets: &[(&str, &str)]) -> Config {
+    // No provider retries: each scripted answer is the only attempt (tests/api/resilience.rs has them).
     let env: std::collections::HashMap<String, String> =
-        vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        [("LLM_MAX_RETRIES", "0")].iter().chain(vars).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let mut all = vec![
         ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
         ("INTERNAL_API_KEY", API_KEY),

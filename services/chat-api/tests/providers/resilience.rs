@@ -13,7 +13,8 @@ use chat_api::metrics::Metrics;
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::support::{FakeResponse, FakeUpstream, FlakyFront};
+use crate::support::flaky_tcp::FlakyFront;
+use crate::support::{FakeResponse, FakeUpstream};
 use crate::{TIMEOUT, collect_stream, conversation, http};
 
 fn openai(base_url: &str, model: &str) -> Arc<dyn ChatProvider> {
@@ -74,10 +75,8 @@ async fn a_429_is_retried_after_the_wait_each_retry_header_asks_for() {
         ("retry-after", None, Duration::from_millis(1000)),
     ];
     for (header, value, at_least) in cases {
-        let value = value.map_or_else(
-            || httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2)),
-            str::to_owned,
-        );
+        let value =
+            value.map_or_else(|| httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2)), str::to_owned);
         let upstream = FakeUpstream::start().await;
         upstream.push(rate_limited().with_header(header, &value));
         upstream.push(answer("fine", "gpt-test"));
@@ -240,7 +239,11 @@ async fn the_fallback_answers_when_retries_are_spent_or_the_breaker_is_open() {
     assert_eq!(health[0].breaker, BreakerState::Open);
     assert_eq!(health[1].breaker, BreakerState::Closed);
     let (deltas, _) = {
-        secondary.push(FakeResponse::sse(vec![chunk(Some("stre"), None), chunk(Some("amed"), Some("stop")), "[DONE]".into()]));
+        secondary.push(FakeResponse::sse(vec![
+            chunk(Some("stre"), None),
+            chunk(Some("amed"), Some("stop")),
+            "[DONE]".into(),
+        ]));
         collect_stream(&p, &conversation()).await.unwrap()
     };
     assert_eq!(deltas.concat(), "streamed");

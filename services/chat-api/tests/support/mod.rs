@@ -7,4 +7,3 @@ pub mod flaky_tcp;
 pub mod sse;
 
 pub use fake_upstream::*;
-pub use flaky_tcp::FlakyFront;

@@ -79,8 +79,12 @@ pub struct Permit {
 
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration, on_change: impl Fn(BreakerState) + Send + Sync + 'static) -> Self {
-        let breaker =
-            Self { threshold, cooldown, state: Mutex::new(State::Closed { failures: 0 }), on_change: Box::new(on_change) };
+        let breaker = Self {
+            threshold,
+            cooldown,
+            state: Mutex::new(State::Closed { failures: 0 }),
+            on_change: Box::new(on_change),
+        };
         (breaker.on_change)(BreakerState::Closed);
         breaker
     }
@@ -136,7 +140,9 @@ impl Breaker {
                 State::Closed { failures: failures + 1 }
             }
             (State::Closed { .. }, Outcome::Failure) => State::Open { until: Instant::now() + self.cooldown },
-            (State::HalfOpen { .. }, Outcome::Failure) if probe => State::Open { until: Instant::now() + self.cooldown },
+            (State::HalfOpen { .. }, Outcome::Failure) if probe => {
+                State::Open { until: Instant::now() + self.cooldown }
+            }
             // A call let through before the breaker opened ends after it: no change.
             _ => return,
         };
