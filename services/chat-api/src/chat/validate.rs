@@ -7,11 +7,15 @@ pub const MAX_HISTORY_ITEMS: usize = 200;
 /// Longest title, in characters.
 const TITLE_CHARS: usize = 100;
 
-/// The message, trimmed; empty or over `max_chars` characters is a 400.
+/// The message, trimmed; empty, over `max_chars` characters, or holding a NUL
+/// (which PostgreSQL text cannot store) is a 400.
 pub fn message(text: &str, max_chars: usize) -> Result<String, ApiError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(ApiError::bad_request("message_empty", "the message is empty"));
+    }
+    if trimmed.contains('\0') {
+        return Err(ApiError::bad_request("message_invalid", "the message contains a NUL character"));
     }
     let chars = trimmed.chars().count();
     if chars > max_chars {
@@ -34,6 +38,12 @@ pub fn history(items: &[String], max_chars: usize) -> Result<(), ApiError> {
     for (i, item) in items.iter().enumerate() {
         if item.trim().is_empty() {
             return Err(ApiError::bad_request("history_item_empty", format!("history[{i}] is empty")));
+        }
+        if item.contains('\0') {
+            return Err(ApiError::bad_request(
+                "history_item_invalid",
+                format!("history[{i}] contains a NUL character"),
+            ));
         }
         if item.chars().count() > max_chars {
             return Err(ApiError::bad_request(

@@ -121,8 +121,10 @@ pub(super) fn status_error(
     }
 }
 
+/// serde_json's message quotes the offending value (a string may be huge): it is cut too.
 pub(super) fn invalid_json(err: &serde_json::Error, body: &[u8]) -> ProviderError {
-    ProviderError::InvalidResponse(format!("{err}; body starts with {:?}", excerpt(body, 80)))
+    let reason = excerpt(err.to_string().as_bytes(), 200);
+    ProviderError::InvalidResponse(format!("{reason}; body starts with {:?}", excerpt(body, 80)))
 }
 
 /// The first `max` characters of `bytes` (lossy UTF-8), with `…` when cut.

@@ -156,3 +156,92 @@ async fn a_streamed_turn_is_retried_before_its_first_delta_only(pool: PgPool) {
     assert_eq!(upstream.requests().len(), 3);
     assert_eq!(app.message_count().await, 2);
 }
+
+async fn load(pairs: &[(&str, &str)]) -> Result<chat_api::config::Config, chat_api::config::ConfigError> {
+    let mut env: std::collections::HashMap<String, String> = [
+        ("DATABASE_URL", "postgres://u:p@localhost/db"),
+        ("INTERNAL_API_KEY", "0123456789abcdef"),
+        ("LLM_PROVIDER", "mock"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    env.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let secrets = chat_api::config::SecretValues::resolve(&env, &reqwest::Client::new()).await?;
+    chat_api::config::Config::from_env(&env, &secrets)
+}
+
+#[tokio::test]
+async fn retry_breaker_and_fallback_settings_are_read_and_checked() {
+    use chat_api::config::{ConfigError, ProviderConfig};
+    use chat_api::llm::resilience::ResilienceConfig;
+    use std::time::Duration;
+
+    let defaults = load(&[]).await.unwrap();
+    assert_eq!(
+        defaults.resilience,
+        ResilienceConfig { max_retries: 2, breaker_failures: 5, breaker_cooldown: Duration::from_secs(30) }
+    );
+    assert_eq!(defaults.fallback_provider, None);
+
+    let dir = std::env::temp_dir().join(format!("colloquy-fallback-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, "sk-fallback-from-file\n").unwrap();
+    let config = load(&[
+        ("LLM_MAX_RETRIES", "0"),
+        ("LLM_BREAKER_FAILURES", "0"),
+        ("LLM_BREAKER_COOLDOWN_SECS", "7"),
+        ("FALLBACK_LLM_PROVIDER", "openai"),
+        ("FALLBACK_OPENAI_BASE_URL", "http://vllm:8000/v1/"),
+        ("FALLBACK_OPENAI_MODEL", "llama"),
+        ("FALLBACK_OPENAI_API_KEY_FILE", key_file.to_str().unwrap()),
+    ])
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        config.resilience,
+        ResilienceConfig { max_retries: 0, breaker_failures: 0, breaker_cooldown: Duration::from_secs(7) }
+    );
+    match config.fallback_provider {
+        Some(ProviderConfig::OpenAi { base_url, model, api_key }) => {
+            assert_eq!((base_url.as_str(), model.as_str()), ("http://vllm:8000/v1", "llama"));
+            assert_eq!(api_key.unwrap().expose(), "sk-fallback-from-file");
+        }
+        other => panic!("expected the OpenAI fallback, got {other:?}"),
+    }
+    assert_eq!(config.provider, ProviderConfig::Mock, "the primary is untouched");
+
+    let var = |err: ConfigError| match err {
+        ConfigError::Missing { var, .. } | ConfigError::Invalid { var, .. } | ConfigError::Unreadable { var, .. } => {
+            var
+        }
+    };
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("LLM_MAX_RETRIES", "-1")], "LLM_MAX_RETRIES"),
+        (&[("LLM_MAX_RETRIES", "11")], "LLM_MAX_RETRIES"),
+        (&[("LLM_BREAKER_FAILURES", "many")], "LLM_BREAKER_FAILURES"),
+        (&[("LLM_BREAKER_COOLDOWN_SECS", "0")], "LLM_BREAKER_COOLDOWN_SECS"),
+        (&[("FALLBACK_LLM_PROVIDER", "gpt")], "FALLBACK_LLM_PROVIDER"),
+        (&[("FALLBACK_LLM_PROVIDER", "mock")], "FALLBACK_LLM_PROVIDER"),
+        (&[("FALLBACK_LLM_PROVIDER", "openai"), ("FALLBACK_OPENAI_MODEL", "m")], "FALLBACK_OPENAI_BASE_URL"),
+        (
+            &[
+                ("FALLBACK_LLM_PROVIDER", "openai"),
+                ("FALLBACK_OPENAI_BASE_URL", "ftp://x"),
+                ("FALLBACK_OPENAI_MODEL", "m"),
+            ],
+            "FALLBACK_OPENAI_BASE_URL",
+        ),
+        (&[("FALLBACK_LLM_PROVIDER", "azure-openai")], "FALLBACK_AZURE_OPENAI_ENDPOINT"),
+        (
+            &[("FALLBACK_LLM_PROVIDER", "vertex-ai"), ("FALLBACK_VERTEX_LOCATION", "us-central1")],
+            "FALLBACK_VERTEX_PROJECT_ID",
+        ),
+    ];
+    for (pairs, expected) in cases {
+        let err = load(pairs).await.expect_err(&format!("{pairs:?} should fail"));
+        assert_eq!(var(err), *expected, "{pairs:?}");
+    }
+}
