@@ -408,3 +408,27 @@ async fn a_nul_character_is_a_400_not_a_500(pool: PgPool) {
     }
     assert_eq!(app.message_count().await, 0);
 }
+
+/// What the answer fuzzing found: upstream texts (a block reason, a finish
+/// reason, a JSON value quoted by a parse error) went whole into the error
+/// the caller sees. They are cut now.
+#[tokio::test]
+async fn huge_upstream_texts_are_cut_in_errors() {
+    let upstream = FakeUpstream::start().await;
+    let p = providers(&upstream, metadata().await);
+    let huge = "x".repeat(50_000);
+    let bodies = [
+        json!({"promptFeedback": {"blockReason": huge, "blockReasonMessage": huge}}),
+        json!({"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": huge}]}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [huge]}}]}),
+    ];
+    for body in bodies {
+        upstream.push(FakeResponse::json(200, body.clone()));
+        let err = p.vertex.complete(&conversation()).await.unwrap_err();
+        assert_sane(&err, &show(&body));
+    }
+    let openai =
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null}, "finish_reason": huge}]});
+    upstream.push(FakeResponse::json(200, openai.clone()));
+    assert_sane(&p.openai.complete(&conversation()).await.unwrap_err(), &show(&openai));
+}

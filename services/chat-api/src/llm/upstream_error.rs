@@ -137,6 +137,16 @@ pub(super) fn excerpt(bytes: &[u8], max: usize) -> String {
     }
 }
 
+/// A short upstream-supplied word (a finish or block reason, category names), cut to 100 characters.
+pub(super) fn short(text: &str) -> String {
+    excerpt(text.as_bytes(), 100)
+}
+
+/// An upstream-supplied message, cut to [`MAX_MESSAGE_CHARS`].
+pub(super) fn message_excerpt(text: &str) -> String {
+    excerpt(text.as_bytes(), MAX_MESSAGE_CHARS)
+}
+
 /// Replaces every occurrence of a secret with `[redacted]`.
 pub(super) fn scrub(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_owned();
