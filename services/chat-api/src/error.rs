@@ -61,7 +61,7 @@ impl ApiError {
                 ProviderError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 ProviderError::ContentFiltered { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 ProviderError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-                ProviderError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ProviderError::Unavailable { .. } | ProviderError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },
             Self::ConversationBusy(_) => StatusCode::CONFLICT,
@@ -82,7 +82,7 @@ impl ApiError {
                 ProviderError::ContentFiltered { .. } => "content_filtered",
                 ProviderError::RateLimited { .. } => "upstream_rate_limited",
                 ProviderError::QuotaExhausted { .. } => "upstream_quota_exhausted",
-                ProviderError::Unavailable { .. } => "upstream_unavailable",
+                ProviderError::Unavailable { .. } | ProviderError::Overloaded { .. } => "upstream_unavailable",
                 _ => "upstream_error",
             },
             Self::ConversationBusy(_) => "conversation_busy",
@@ -155,7 +155,9 @@ impl IntoResponse for ApiError {
                 let secs = retry_after.unwrap_or(Duration::from_secs(1)).as_secs().max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            Self::Provider(ProviderError::Unavailable { retry_after }) => {
+            Self::Provider(
+                ProviderError::Unavailable { retry_after } | ProviderError::Overloaded { retry_after, .. },
+            ) => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }

@@ -106,6 +106,10 @@ pub enum ProviderError {
     ContentFiltered { message: String },
     #[error("the model provider answered {status}: {message}")]
     Upstream { status: u16, code: Option<String>, message: String },
+    /// A 5xx that says when to come back (`Retry-After` or its millisecond
+    /// spellings): the upstream is overloaded or restarting.
+    #[error("the model provider is overloaded (HTTP {status}): {message}")]
+    Overloaded { status: u16, retry_after: Duration, message: String },
     /// The provider finished without an answer (no text), for a reason other than a filter.
     #[error("the model provider gave no answer: {0}")]
     NoAnswer(String),

@@ -117,6 +117,10 @@ pub(super) fn status_error(
             code,
             message: format!("the {credential} was rejected (HTTP {status}); check the provider credentials"),
         },
+        500.. => match retry_delay(headers) {
+            Some(retry_after) => ProviderError::Overloaded { status, retry_after, message },
+            None => ProviderError::Upstream { status, code, message },
+        },
         _ => ProviderError::Upstream { status, code, message },
     }
 }
@@ -200,6 +204,19 @@ mod tests {
         assert_eq!(with(&[("retry-after", &past)]), Some(Duration::ZERO));
         assert_eq!(with(&[("retry-after", "soon")]), None);
         assert_eq!(with(&[]), None);
+    }
+
+    #[test]
+    fn a_5xx_with_a_retry_header_is_overloaded() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        let err = status_error(503, &h, br#"{"error":{"message":"busy"}}"#, "API key", &[]);
+        assert_eq!(
+            err,
+            ProviderError::Overloaded { status: 503, retry_after: Duration::from_secs(2), message: "busy".into() }
+        );
+        let err = status_error(400, &h, br#"{"error":{"message":"bad"}}"#, "API key", &[]);
+        assert!(matches!(err, ProviderError::Upstream { status: 400, .. }));
     }
 
     #[test]

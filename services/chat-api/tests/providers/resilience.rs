@@ -92,6 +92,31 @@ async fn a_429_is_retried_after_the_wait_each_retry_header_asks_for() {
 }
 
 #[tokio::test]
+async fn a_503_that_says_when_to_come_back_is_retried_then() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(server_error(503).with_header("retry-after-ms", "900"));
+    upstream.push(answer("back", "gpt-test"));
+    let p = guarded(&upstream.url, settings(2, 5, Duration::from_secs(30)));
+    let started = Instant::now();
+    assert_eq!(p.complete(&conversation()).await.unwrap().text, "back");
+    assert!(started.elapsed() >= Duration::from_millis(900), "waited only {:?}", started.elapsed());
+    assert_eq!(upstream.requests().len(), 2);
+    // Spent: the caller learns when to come back.
+    upstream.set_default(server_error(503).with_header("retry-after", "0"));
+    let p = guarded(&upstream.url, settings(1, 5, Duration::from_secs(30)));
+    let err = p.complete(&conversation()).await.unwrap_err();
+    assert_eq!(
+        err,
+        ProviderError::Overloaded {
+            status: 503,
+            retry_after: Duration::ZERO,
+            message: "The server is overloaded".into()
+        }
+    );
+    assert_eq!(upstream.requests().len(), 4);
+}
+
+#[tokio::test]
 async fn a_wait_past_the_deadline_is_not_made() {
     let upstream = FakeUpstream::start().await;
     upstream.push(rate_limited().with_header("retry-after", "120"));

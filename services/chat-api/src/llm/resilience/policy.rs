@@ -18,7 +18,7 @@ const MAX_DELAY: Duration = Duration::from_secs(8);
 /// attempt used the call's whole deadline).
 pub fn is_transient(err: &ProviderError) -> bool {
     match err {
-        ProviderError::RateLimited { .. } | ProviderError::Transport(_) => true,
+        ProviderError::RateLimited { .. } | ProviderError::Overloaded { .. } | ProviderError::Transport(_) => true,
         ProviderError::Upstream { status, .. } => *status >= 500,
         _ => false,
     }
@@ -32,7 +32,8 @@ pub fn outcome(result: &Result<(), &ProviderError>) -> Outcome {
         Ok(()) => Outcome::Success,
         Err(ProviderError::Upstream { status, .. }) if *status >= 500 => Outcome::Failure,
         Err(
-            ProviderError::Timeout(_)
+            ProviderError::Overloaded { .. }
+            | ProviderError::Timeout(_)
             | ProviderError::Transport(_)
             | ProviderError::InvalidResponse(_)
             | ProviderError::Auth(_),
@@ -77,7 +78,8 @@ pub fn backoff(max_retries: u32) -> impl Iterator<Item = Duration> + Send {
 /// of its spellings) when it gave one, else the backoff's.
 pub fn delay(err: &ProviderError, backoff: Duration) -> Duration {
     match err {
-        ProviderError::RateLimited { retry_after: Some(hint), .. } => *hint,
+        ProviderError::RateLimited { retry_after: Some(hint), .. }
+        | ProviderError::Overloaded { retry_after: hint, .. } => *hint,
         _ => backoff,
     }
 }
