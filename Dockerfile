@@ -17,6 +17,11 @@
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 ARG DISTROLESS_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# Where the runtime stages take the binaries from (/out/chat-api, /out/chat-controller): the
+# `builder` stage below by default. The test node's image build (scripts/images.sh) passes an
+# image holding the binaries CI already built, so the runtime stages are tested without a
+# second compile.
+ARG BINARIES=builder
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
@@ -37,13 +42,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     && mkdir -p /out \
     && cp target/release/chat-api target/release/chat-controller /out/
 
+FROM ${BINARIES} AS binaries
+
 # ---- chat API (serve, and migrate for the migration Job) --------------------
 FROM ${DISTROLESS_IMAGE} AS chat-api
 LABEL org.opencontainers.image.title="chat-api" \
       org.opencontainers.image.description="Colloquy chat API: conversations on PostgreSQL, answers from an LLM provider" \
       org.opencontainers.image.source="https://github.com/colloquy-dev/colloquy" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=builder /out/chat-api /usr/local/bin/chat-api
+COPY --from=binaries /out/chat-api /usr/local/bin/chat-api
 USER 65532:65532
 # API port, metrics port (colloquy_contract::defaults).
 EXPOSE 8000 9090
@@ -56,7 +63,7 @@ LABEL org.opencontainers.image.title="chat-controller" \
       org.opencontainers.image.description="Colloquy controller: reconciles ChatBackend resources into running chat APIs" \
       org.opencontainers.image.source="https://github.com/colloquy-dev/colloquy" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=builder /out/chat-controller /usr/local/bin/chat-controller
+COPY --from=binaries /out/chat-controller /usr/local/bin/chat-controller
 USER 65532:65532
 # /healthz, /readyz and /metrics.
 EXPOSE 8080

@@ -3,9 +3,16 @@
 #
 #   scripts/k8s-testenv.sh build    build (or reuse) kube-apiserver, kube-controller-manager,
 #                                   kubectl, etcd and helm into the version-keyed cache
+#   scripts/k8s-testenv.sh build --node   also kubelet, kube-scheduler, kube-proxy, CoreDNS, the
+#                                   CNI plugins and the pause binary (same cache key)
 #   scripts/k8s-testenv.sh up       start etcd + kube-apiserver + kube-controller-manager on free
 #                                   loopback ports, install the monitoring.coreos.com CRDs;
 #                                   last (and only) stdout line: export KUBECONFIG=<path>
+#   scripts/k8s-testenv.sh up --node   the same plane with a real node on this machine (root): the
+#                                   API server on the node address, every controller, containerd,
+#                                   kubelet, kube-scheduler, kube-proxy (iptables), CNI and CoreDNS
+#                                   (scripts/k8s-node.sh; addresses in tools/k8s-testenv/node.env).
+#                                   One node per machine. `down` undoes everything it changed.
 #   scripts/k8s-testenv.sh smoke    run the smoke test (tools/k8s-testenv/smoke) against the plane
 #   scripts/k8s-testenv.sh status   show the plane's processes and health (exit 1 if not healthy)
 #   scripts/k8s-testenv.sh env      print export lines: KUBEBUILDER_ASSETS, K8S_TESTENV_BIN, PATH
@@ -35,6 +42,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TE_DIR="$REPO_ROOT/tools/k8s-testenv"
 # shellcheck source=../tools/k8s-testenv/versions.env
 . "$TE_DIR/versions.env"
+# shellcheck source=../tools/k8s-testenv/node.env
+. "$TE_DIR/node.env"
 
 CACHE_ROOT="${COLLOQUY_CACHE_DIR:-$HOME/.cache/colloquy}/k8s-testenv"
 RUN_DIR="${K8S_TESTENV_DIR:-$CACHE_ROOT/run/${K8S_TESTENV_NAME:-default}}"
@@ -45,7 +54,6 @@ CONTROLLERS="${K8S_TESTENV_CONTROLLERS:-$DEFAULT_CONTROLLERS}"
 PROM_CRDS=(servicemonitors podmonitors prometheusrules)
 # Bump when the way binaries are built changes, so the cache key changes.
 BUILD_FORMAT=1
-SERVICE_CIDR=10.0.0.0/24
 
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 
@@ -82,7 +90,8 @@ ensure_go() {
 hash_inputs() {
   {
     echo "format=$BUILD_FORMAT"
-    (cd "$TE_DIR" && cat versions.env go.mod go.sum etcd/go.mod etcd/go.sum etcd/main.go helm/go.mod helm/go.sum)
+    (cd "$TE_DIR" && cat versions.env go.mod go.sum etcd/go.mod etcd/go.sum etcd/main.go helm/go.mod helm/go.sum \
+       cni/go.mod cni/go.sum coredns/go.mod coredns/go.sum coredns/main.go)
   } | sha256sum | cut -c1-12
 }
 
@@ -91,6 +100,7 @@ compute_key() {
   KEY_DIR="$CACHE_ROOT/$KEY"
   BIN_DIR="$KEY_DIR/bin"
   CRD_DIR="$KEY_DIR/crds"
+  NODE_BIN_DIR="$KEY_DIR/node"
 }
 
 BINARIES=(kube-apiserver kube-controller-manager kubectl etcd helm)
@@ -100,8 +110,72 @@ built() {
   local c; for c in "${PROM_CRDS[@]}"; do [ -s "$CRD_DIR/monitoring.coreos.com_$c.yaml" ] || return 1; done
 }
 
+# Binaries of the node (`build --node`, `up --node`): kubelet, kube-scheduler, kube-proxy and
+# CoreDNS, the CNI plugins (in node/cni) and the sandbox ("pause") binary.
+NODE_BINARIES=(kubelet kube-scheduler kube-proxy coredns pause cni/bridge cni/host-local cni/loopback cni/portmap)
+node_built() {
+  [ -f "$NODE_BIN_DIR/.complete" ] || return 1
+  local b; for b in "${NODE_BINARIES[@]}"; do [ -x "$NODE_BIN_DIR/$b" ] || return 1; done
+}
+
 # ---------------------------------------------------------------- build
 cmd_build() {
+  local node=0
+  [ "${1:-}" = --node ] && node=1
+  cmd_build_plane
+  if [ "$node" = 1 ]; then compute_key; node_built || cmd_build_node; fi
+}
+
+# The node's binaries, from the same Go module set (kubelet, kube-scheduler, kube-proxy are tools of
+# go.mod like kube-apiserver), CNI plugins (cni/go.mod), CoreDNS with the plugins cluster DNS needs
+# (coredns/), and the pause binary compiled from the C source in the k8s.io/kubernetes module.
+cmd_build_node() {
+  compute_key
+  ensure_go
+  ensure_cmd musl-gcc musl-tools
+  mkdir -p "$CACHE_ROOT"
+  exec 8>"$CACHE_ROOT/.build-node-$KEY.lock"
+  if command -v flock >/dev/null 2>&1; then
+    flock 8
+    if node_built; then log "node binaries built by a concurrent run (reusing $NODE_BIN_DIR)"; return 0; fi
+  fi
+  local start tmp minor kld p
+  start=$(date +%s)
+  tmp="$KEY_DIR/node.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp/cni"
+  trap 'rm -rf "$tmp"' EXIT
+  minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+  kld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    kld+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  local gf="-mod=readonly -buildvcs=false"
+  log "building kubelet, kube-scheduler, kube-proxy $KUBE_VERSION"
+  (cd "$TE_DIR" && GOFLAGS="$gf" go build -trimpath -ldflags "$kld" -o "$tmp/" \
+     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy) \
+    || die "go build of the node binaries of k8s.io/kubernetes $KUBE_VERSION failed"
+  log "building CNI plugins (github.com/containernetworking/plugins)"
+  (cd "$TE_DIR/cni" && GOFLAGS="$gf" go build -trimpath -ldflags "-s -w" -o "$tmp/cni/" \
+     github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/main/loopback \
+     github.com/containernetworking/plugins/plugins/ipam/host-local github.com/containernetworking/plugins/plugins/meta/portmap) \
+    || die "go build of the CNI plugins failed"
+  log "building CoreDNS"
+  (cd "$TE_DIR/coredns" && GOFLAGS="$gf" go build -trimpath -ldflags "-s -w" -o "$tmp/coredns" .) \
+    || die "go build of CoreDNS failed"
+  log "compiling the pause binary (k8s.io/kubernetes@$KUBE_VERSION build/pause/linux/pause.c) with musl-gcc -static"
+  local src
+  src="$(cd "$TE_DIR" && GOFLAGS="$gf" go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+  [ -f "$src" ] || die "pause.c not found at $src"
+  musl-gcc -Os -static -Wall -Werror -DVERSION="$KUBE_VERSION-colloquy" -o "$tmp/pause" "$src" || die "compiling pause.c failed"
+  strip "$tmp/pause" 2>/dev/null || true
+  rm -rf "$NODE_BIN_DIR"
+  mv "$tmp" "$NODE_BIN_DIR"
+  trap - EXIT
+  printf 'built=%s seconds=%s\n' "$(date -u +%FT%TZ)" "$(( $(date +%s) - start ))" > "$NODE_BIN_DIR/.complete"
+  log "node binaries built in $(( $(date +%s) - start ))s into $NODE_BIN_DIR"
+}
+
+cmd_build_plane() {
   compute_key
   if built; then log "binaries up to date (reusing $BIN_DIR)"; return 0; fi
   ensure_go
@@ -181,7 +255,9 @@ pid_of() { cat "$RUN_DIR/$1.pid" 2>/dev/null || true; }
 our_pid_alive() {
   local pid="$1"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR"
+  # No pipeline: with pipefail, `tr | grep -q` fails when grep exits before tr has written.
+  local cmdline; cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmdline" == *"$RUN_DIR"* ]]
 }
 
 apiserver_ready() {
@@ -189,16 +265,21 @@ apiserver_ready() {
   # shellcheck disable=SC1091
   . "$RUN_DIR/ports.env"
   curl -sf --max-time 5 --cacert "$RUN_DIR/pki/ca.crt" --cert "$RUN_DIR/pki/admin.crt" --key "$RUN_DIR/pki/admin.key" \
-    "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null 2>&1
+    "https://${APISERVER_HOST:-127.0.0.1}:$APISERVER_PORT/readyz" >/dev/null 2>&1
 }
 
 plane_healthy() {
   local c; for c in etcd kube-apiserver kube-controller-manager; do our_pid_alive "$(pid_of "$c")" || return 1; done
-  [ -f "$RUN_DIR/.up" ] && [ -f "$RUN_DIR/kubeconfig" ] && apiserver_ready
+  [ -f "$RUN_DIR/.up" ] && [ -f "$RUN_DIR/kubeconfig" ] && apiserver_ready || return 1
+  if [ -d "$RUN_DIR/node" ]; then bash "$REPO_ROOT/scripts/k8s-node.sh" healthy "$RUN_DIR"; fi
 }
+# The running plane has the node (`up --node`).
+plane_has_node() { [ -f "$RUN_DIR/node/.up" ]; }
 
 stop_plane() {
   local c pid i
+  # The node first (its pods, network and kernel state), while the API server still answers.
+  if [ -d "$RUN_DIR/node" ]; then bash "$REPO_ROOT/scripts/k8s-node.sh" down "$RUN_DIR" || log "warning: node tear-down reported errors"; fi
   for c in kube-controller-manager kube-apiserver etcd; do
     pid="$(pid_of "$c")"
     if our_pid_alive "$pid"; then
@@ -213,7 +294,9 @@ stop_plane() {
 free_port() {
   local p tries=0
   while :; do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    # Below the kernel's ephemeral range (32768-60999 here): a port an outgoing connection
+    # holds refuses connections but cannot be bound, which killed etcd now and then.
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then
       USED_PORTS="${USED_PORTS:-} $p"; echo "$p"; return 0
     fi
@@ -269,9 +352,11 @@ gen_certs() {
       rm -f "$1.csr" "$1.ext"
     }
     sign apiserver "/CN=kube-apiserver" serverAuth \
-      "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+      "IP:127.0.0.1,IP:${SERVICE_CIDR%.*}.1,IP:$NODE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     sign admin "/O=system:masters/CN=colloquy-admin" clientAuth
     sign controller-manager "/CN=system:kube-controller-manager" clientAuth
+    # kube-apiserver -> kubelet (logs, exec, port-forward).
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
     chmod 600 ./*.key
@@ -286,7 +371,7 @@ kind: Config
 clusters:
 - name: colloquy-testenv
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$APISERVER_HOST:$APISERVER_PORT
     certificate-authority-data: $(b64 "$RUN_DIR/pki/ca.crt")
 users:
 - name: $3
@@ -304,18 +389,30 @@ EOF
 }
 
 cmd_up() {
+  local node=0
+  [ "${1:-}" = --node ] && node=1
   ensure_cmd openssl openssl
   ensure_cmd curl curl
   ensure_cmd setsid util-linux
   compute_key
-  built || cmd_build
+  built || cmd_build_plane
   compute_key
+  if [ "$node" = 1 ]; then
+    node_built || cmd_build_node
+    node_deps
+  fi
   local t0; t0=$(date +%s)
 
   if plane_healthy; then
-    log "a healthy plane is already running in $RUN_DIR: reusing it"
-    echo "export KUBECONFIG=$RUN_DIR/kubeconfig"
-    return 0
+    if [ "$node" = 1 ] && ! plane_has_node; then
+      log "the plane in $RUN_DIR has no node: restarting it with one"
+    elif [ "$node" = 0 ] && plane_has_node; then
+      log "the plane in $RUN_DIR has a node (all controllers run): restarting it without"
+    else
+      log "a healthy plane is already running in $RUN_DIR: reusing it"
+      echo "export KUBECONFIG=$RUN_DIR/kubeconfig"
+      return 0
+    fi
   fi
   if [ -d "$RUN_DIR" ]; then
     log "removing leftovers of a previous plane in $RUN_DIR"
@@ -327,13 +424,34 @@ cmd_up() {
 
   USED_PORTS=""
   ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); APISERVER_PORT=$(free_port)
+  # With a node the API server listens on the node address: pods reach it through the
+  # `kubernetes` Service, which kube-proxy rewrites to the advertised address.
+  APISERVER_HOST=127.0.0.1
+  local node_flags=() controllers="$CONTROLLERS"
+  if [ "$node" = 1 ]; then
+    APISERVER_HOST="$NODE_IP"
+    controllers="${K8S_TESTENV_CONTROLLERS:-*}"
+  fi
   cat > "$RUN_DIR/ports.env" <<EOF
 ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
 APISERVER_PORT=$APISERVER_PORT
+APISERVER_HOST=$APISERVER_HOST
 EOF
   log "state in $RUN_DIR; etcd :$ETCD_PORT, kube-apiserver :$APISERVER_PORT"
   gen_certs
+  if [ "$node" = 1 ]; then
+    bash "$REPO_ROOT/scripts/k8s-node.sh" net-up "$RUN_DIR" || { stop_plane; die "setting up the node network failed"; }
+    node_flags=(
+      --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction
+      --kubelet-client-certificate="$RUN_DIR/pki/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$RUN_DIR/pki/apiserver-kubelet-client.key"
+      --kubelet-certificate-authority="$RUN_DIR/pki/ca.crt"
+      --kubelet-preferred-address-types=InternalIP,Hostname
+    )
+  else
+    node_flags=(--authorization-mode=RBAC)
+  fi
 
   start_daemon etcd "$BIN_DIR/etcd" \
     --name=testenv --data-dir="$RUN_DIR/etcd-data" \
@@ -346,7 +464,7 @@ EOF
 
   start_daemon kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --secure-port="$APISERVER_PORT" --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+    --secure-port="$APISERVER_PORT" --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" \
     --cert-dir="$RUN_DIR/apiserver-certs" \
     --tls-cert-file="$RUN_DIR/pki/apiserver.crt" --tls-private-key-file="$RUN_DIR/pki/apiserver.key" \
     --client-ca-file="$RUN_DIR/pki/ca.crt" \
@@ -354,7 +472,7 @@ EOF
     --service-account-key-file="$RUN_DIR/pki/sa.pub" \
     --service-account-signing-key-file="$RUN_DIR/pki/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --authorization-mode=RBAC --allow-privileged=true
+    --allow-privileged=true "${node_flags[@]}"
   wait_for kube-apiserver "kube-apiserver /readyz" apiserver_ready
 
   write_kubeconfig "$RUN_DIR/kubeconfig" admin colloquy-admin
@@ -368,7 +486,7 @@ EOF
     --cluster-signing-cert-file="$RUN_DIR/pki/ca.crt" --cluster-signing-key-file="$RUN_DIR/pki/ca.key" \
     --use-service-account-credentials=true \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --controllers="$CONTROLLERS"
+    --controllers="$controllers"
   local kc=("$BIN_DIR/kubectl" --kubeconfig="$RUN_DIR/kubeconfig" --request-timeout=10s)
   # The service-account controller creating "default" in "default" shows the controller manager works.
   kcm_ok() { "${kc[@]}" -n default get serviceaccount default >/dev/null 2>&1; }
@@ -378,13 +496,19 @@ EOF
   "${kc[@]}" apply --server-side --force-conflicts -f "$CRD_DIR" >"$RUN_DIR/logs/crds.log" 2>&1 \
     || { tail -n 20 "$RUN_DIR/logs/crds.log" >&2; stop_plane; die "installing the CRDs failed"; }
   local c
+  # Polled rather than `kubectl wait`, which errors out on a CRD whose status has no conditions yet.
+  crd_established() {
+    [ "$("${kc[@]}" get "crd/$1" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>>"$RUN_DIR/logs/crds.log")" = True ]
+  }
   for c in "${PROM_CRDS[@]}"; do
-    "${kc[@]}" wait --for=condition=Established --timeout="${TIMEOUT}s" "crd/$c.monitoring.coreos.com" >>"$RUN_DIR/logs/crds.log" 2>&1 \
-      || { tail -n 20 "$RUN_DIR/logs/crds.log" >&2; stop_plane; die "CRD $c.monitoring.coreos.com not established"; }
+    wait_for kube-apiserver "CRD $c.monitoring.coreos.com Established" crd_established "$c.monitoring.coreos.com"
   done
 
+  if [ "$node" = 1 ]; then
+    bash "$REPO_ROOT/scripts/k8s-node.sh" up "$RUN_DIR" "$BIN_DIR" "$NODE_BIN_DIR" || { stop_plane; die "starting the node failed (logs: $RUN_DIR/node/logs)"; }
+  fi
   touch "$RUN_DIR/.up"
-  log "control plane $KUBE_VERSION up in $(( $(date +%s) - t0 ))s (logs: $RUN_DIR/logs)"
+  log "control plane $KUBE_VERSION$([ "$node" = 1 ] && echo " with node $NODE_NAME") up in $(( $(date +%s) - t0 ))s (logs: $RUN_DIR/logs)"
   echo "export KUBECONFIG=$RUN_DIR/kubeconfig"
 }
 
@@ -393,6 +517,17 @@ cmd_down() {
   stop_plane
   rm -rf "$RUN_DIR"
   log "stopped; removed $RUN_DIR"
+}
+
+# Debian packages the node runs on.
+node_deps() {
+  ensure_cmd containerd containerd
+  ensure_cmd runc runc
+  ensure_cmd iptables iptables
+  ensure_cmd nft nftables
+  ensure_cmd buildah buildah
+  ensure_cmd python3 python3
+  [ -e /sys/fs/cgroup/memory ] || [ -e /sys/fs/cgroup/cgroup.controllers ] || die "no cgroup hierarchy mounted"
 }
 
 cmd_status() {
@@ -436,8 +571,8 @@ cmd_smoke() {
 }
 
 case "${1:-}" in
-  build) cmd_build ;;
-  up) cmd_up ;;
+  build) shift; cmd_build "$@" ;;
+  up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;

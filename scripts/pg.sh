@@ -10,7 +10,10 @@
 #
 # Environment: COLLOQUY_PG_PORT (default 55432), COLLOQUY_PG_DIR (default
 # /var/tmp/colloquy-pg-$PORT), COLLOQUY_PG_FAST=1 (fsync off: tests only,
-# never for benchmarks), COLLOQUY_PG_RESET=1 (wipe the data dir first).
+# never for benchmarks), COLLOQUY_PG_RESET=1 (wipe the data dir first),
+# COLLOQUY_PG_LISTEN (listen_addresses, default 127.0.0.1; the test node adds its node address so
+# pods reach the database), COLLOQUY_PG_ALLOW_CIDR (one more client range allowed to log in with
+# the password, e.g. the test node's pod range).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -55,11 +58,14 @@ start() {
   if as_pg "$bin/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
     log "PostgreSQL already running on port $PORT"
   else
-    local opts="-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=200"
+    if [ -n "${COLLOQUY_PG_ALLOW_CIDR:-}" ] && ! grep -qF "$COLLOQUY_PG_ALLOW_CIDR" "$DATA/pg_hba.conf"; then
+      printf 'host all all %s scram-sha-256\n' "$COLLOQUY_PG_ALLOW_CIDR" >> "$DATA/pg_hba.conf"
+    fi
+    local opts="-c listen_addresses=${COLLOQUY_PG_LISTEN:-127.0.0.1} -p $PORT -k $DIR -c max_connections=200"
     if [ "${COLLOQUY_PG_FAST:-}" = 1 ]; then
       opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     fi
-    log "starting PostgreSQL on 127.0.0.1:$PORT"
+    log "starting PostgreSQL on ${COLLOQUY_PG_LISTEN:-127.0.0.1}:$PORT"
     as_pg "$bin/pg_ctl" -D "$DATA" -l "$DIR/postgres.log" -o "$opts" -w -t 60 start >/dev/null ||
       { tail -n 30 "$DIR/postgres.log" >&2; die "PostgreSQL did not start"; }
   fi

@@ -4,12 +4,17 @@
 
 use std::path::Path;
 
+const MIGRATIONS: &str = "../../migrations";
+
 fn main() {
-    // Read at run time (not `env!`): a build directory copied from another
+    // Read at run time (not `env!`): a build directory reused from another
     // checkout must still look at this checkout's migrations.
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for build scripts");
-    let dir = Path::new(&manifest_dir).join("../../migrations");
-    println!("cargo:rerun-if-changed={}", dir.display());
+    let dir = Path::new(&manifest_dir).join(MIGRATIONS);
+    // Relative to the package: an absolute path would pin the check to the
+    // checkout that first built this target directory, and a build reusing it
+    // from another checkout (worktree, CI cache) would keep a stale version.
+    println!("cargo:rerun-if-changed={MIGRATIONS}");
     let mut latest = 0u64;
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
     for entry in entries {

@@ -39,6 +39,8 @@ pub mod names {
     /// Calls the fallback provider answered in the primary's place, by reason
     /// (`circuit_open`, `retries_exhausted`, `quota_exhausted`).
     pub const PROVIDER_FALLBACKS: &str = "colloquy_provider_fallbacks_total";
+    /// Background work (summaries, generated titles) by kind and outcome.
+    pub const BACKGROUND_TASKS: &str = "colloquy_background_tasks_total";
 }
 
 /// Latency buckets in seconds, from 1 ms to 2 min (LLM calls are slow).
@@ -97,6 +99,7 @@ pub struct Metrics {
     breaker_state: IntGaugeVec,
     provider_retries: IntCounterVec,
     provider_fallbacks: IntCounterVec,
+    background_tasks: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -182,6 +185,14 @@ impl Metrics {
                 &["provider", "fallback_provider", "reason"],
             )
             .expect("valid counter"),
+            background_tasks: IntCounterVec::new(
+                Opts::new(
+                    names::BACKGROUND_TASKS,
+                    "Background task runs (summary, title) by outcome (done, skipped, failed, abandoned).",
+                ),
+                &["kind", "outcome"],
+            )
+            .expect("valid counter"),
             registry,
         };
         let build_info =
@@ -206,6 +217,7 @@ impl Metrics {
             Box::new(m.breaker_state.clone()),
             Box::new(m.provider_retries.clone()),
             Box::new(m.provider_fallbacks.clone()),
+            Box::new(m.background_tasks.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -269,6 +281,11 @@ impl Metrics {
         if !ok {
             self.db_errors.with_label_values(&[operation]).inc();
         }
+    }
+
+    /// Records the end of one background task run.
+    pub fn observe_background_task(&self, kind: &str, outcome: &str) {
+        self.background_tasks.with_label_values(&[kind, outcome]).inc();
     }
 
     /// The text exposition, refreshing pool gauges first.

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::auth::Authenticator;
 use crate::auth::api_key::ApiKey;
 use crate::auth::jwt::JwtVerifier;
-use crate::chat::{ChatService, ChatSettings};
+use crate::chat::{self, ChatService, ChatSettings};
 use crate::config::{Config, DatabaseConfig};
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
@@ -44,6 +44,8 @@ pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppS
         max_message_chars: config.max_message_chars,
         llm_timeout: config.llm_timeout,
         turn_wait: config.turn_wait,
+        summaries: config.summaries,
+        titles: config.titles,
     };
     let chat = ChatService::new(pool.clone(), provider, settings, metrics.clone());
     AppState { chat, auth, pool, metrics }
@@ -76,6 +78,7 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
     tracing::info!(%api_addr, %metrics_addr, "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(chat::worker::run(state.chat.clone(), stop_rx.clone()));
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -90,6 +93,8 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
         let _ = stop_tx.send(true);
     };
     let (api_result, metrics_result, ()) = tokio::join!(api_server, metrics_server, signal);
+    // The worker hands unfinished tasks back to the database before the pool closes.
+    let _ = worker.await;
     api_result?;
     metrics_result?;
     pool.close().await;

@@ -19,6 +19,8 @@ mod conversations;
 mod failures;
 #[path = "api/http.rs"]
 mod http_surface;
+#[path = "api/lifecycle.rs"]
+mod lifecycle;
 #[path = "api/order.rs"]
 mod order;
 #[path = "api/resilience.rs"]
@@ -27,3 +29,5 @@ mod resilience;
 mod schema;
 #[path = "api/stream.rs"]
 mod stream;
+#[path = "api/summaries.rs"]
+mod summaries;

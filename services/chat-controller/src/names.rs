@@ -29,6 +29,9 @@ pub mod labels {
     pub const PART_OF: &str = "app.kubernetes.io/part-of";
     /// Value of [`NAME`].
     pub const NAME_VALUE: &str = "chat-api";
+    /// Value of [`NAME`] on the migration Job's pods: not [`NAME_VALUE`], so the chat API's
+    /// Service and PodDisruptionBudget (which select `NAME_VALUE` + instance) never count them.
+    pub const NAME_MIGRATION_VALUE: &str = "chat-api-migration";
     /// Value of [`MANAGED_BY`].
     pub const MANAGED_BY_VALUE: &str = "chat-controller";
     /// Value of [`PART_OF`].

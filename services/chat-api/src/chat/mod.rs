@@ -9,8 +9,11 @@ mod order;
 mod provider_call;
 mod spans;
 mod stream;
+mod summary;
+mod title;
 mod usage;
 mod validate;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::config::TitleMode;
 use crate::db::turns::{self, NewTurn, Stored, UsageDelta};
 use crate::error::ApiError;
 use crate::llm::{ChatProvider, Completion, CompletionRequest, ProviderError, Role, Usage};
@@ -27,7 +31,7 @@ pub use context::{build_messages, history_from_texts};
 pub use order::{ClaimGuard, TurnOrder};
 pub use provider_call::ProviderCall;
 pub use stream::{TurnEvent, TurnStream};
-pub use validate::title_from;
+pub use validate::{TITLE_CHARS, title_from};
 
 /// Chat behaviour settings from the configuration.
 #[derive(Debug, Clone)]
@@ -38,6 +42,9 @@ pub struct ChatSettings {
     pub llm_timeout: Duration,
     /// How long a turn waits for a conversation another turn holds (`TURN_WAIT_SECS`).
     pub turn_wait: Duration,
+    /// Fold messages beyond the history budget into a summary (`SUMMARIES`).
+    pub summaries: bool,
+    pub titles: TitleMode,
 }
 
 /// Everything a turn needs; cheap to clone.
@@ -47,6 +54,8 @@ pub struct ChatService {
     pub provider: Arc<dyn ChatProvider>,
     pub settings: Arc<ChatSettings>,
     pub metrics: Arc<Metrics>,
+    /// Wakes this process's background worker (summaries, titles).
+    pub worker_wake: Arc<tokio::sync::Notify>,
     order: Arc<TurnOrder>,
 }
 
@@ -84,14 +93,18 @@ pub struct PreparedTurn {
     /// Messages stored ahead of the answer: request history (when it is the
     /// context) and the user message.
     to_store: Vec<(Role, String)>,
-    title: Option<String>,
+    /// Stored messages outside the summary that the context was built from.
+    stored_count: usize,
+    /// The first user message, as a title for a conversation without one.
+    title: String,
     pub request: CompletionRequest,
 }
 
 impl ChatService {
     pub fn new(pool: PgPool, provider: Arc<dyn ChatProvider>, settings: ChatSettings, metrics: Arc<Metrics>) -> Self {
         let order = TurnOrder::new(pool.clone(), metrics.clone(), settings.llm_timeout, settings.turn_wait);
-        Self { pool, provider, settings: Arc::new(settings), metrics, order }
+        let worker_wake = Arc::new(tokio::sync::Notify::new());
+        Self { pool, provider, settings: Arc::new(settings), metrics, worker_wake, order }
     }
 
     /// Validates the input, claims an existing conversation and builds the
@@ -101,20 +114,26 @@ impl ChatService {
         let message = validate::message(&input.message, self.settings.max_message_chars)?;
         validate::history(&input.history, self.settings.max_message_chars)?;
         let limit = self.settings.max_history_messages;
-        let (conversation_id, is_new, claim, stored) = match input.conversation_id {
+        let (conversation_id, is_new, claim, stored, summary) = match input.conversation_id {
             Some(id) => {
-                let (claim, history) = self.order.claim_existing(id, input.user_id, limit).await?;
-                (id, false, Some(claim), history)
+                let (claim, context) =
+                    self.order.claim_existing(id, input.user_id, limit, self.settings.summaries).await?;
+                (id, false, Some(claim), context.history, context.summary)
             }
-            None => (Uuid::new_v4(), true, None, Vec::new()),
+            None => (Uuid::new_v4(), true, None, Vec::new(), None),
         };
+        let stored_count = stored.len();
         // Context: stored messages when there are any, else the request's history,
         // which is then stored ahead of the turn.
-        let seeded = if stored.is_empty() { history_from_texts(&input.history) } else { Vec::new() };
-        let title = is_new.then(|| title_from(seeded.first().map_or(message.as_str(), |(_, t)| t.as_str())).to_owned());
-        let context = if stored.is_empty() { seeded.clone() } else { stored };
+        let has_stored = !stored.is_empty() || summary.is_some();
+        let seeded = if has_stored { Vec::new() } else { history_from_texts(&input.history) };
+        // The first user message titles the conversation: the creating turn's,
+        // or (started without history) the first turn's, when it has no title yet.
+        let title = title_from(seeded.first().map_or(message.as_str(), |(_, t)| t.as_str())).to_owned();
+        let context = if has_stored { stored } else { seeded.clone() };
+        let system_prompt = self.settings.system_prompt.as_deref();
         let request = CompletionRequest {
-            messages: build_messages(self.settings.system_prompt.as_deref(), context, limit, &message),
+            messages: build_messages(system_prompt, summary.as_deref(), context, limit, &message),
             request_id: input.request_id.clone(),
             traceparent: input.traceparent,
         };
@@ -127,14 +146,27 @@ impl ChatService {
             is_new,
             claim,
             to_store,
+            stored_count,
             title,
             request,
         })
     }
 
-    /// Stores a turn's answer (and releases its claim) in one statement.
+    /// Stores a turn's answer (and releases its claim) in one statement, then
+    /// schedules the background work the conversation now needs (summary,
+    /// title) without waiting for it.
     pub async fn commit(&self, turn: PreparedTurn, completion: Completion) -> Result<TurnOutput, ApiError> {
-        let PreparedTurn { conversation_id, request_id, user_id, is_new, claim, mut to_store, title, request } = turn;
+        let PreparedTurn {
+            conversation_id,
+            request_id,
+            user_id,
+            is_new,
+            claim,
+            mut to_store,
+            stored_count,
+            title,
+            request,
+        } = turn;
         if completion.text.trim().is_empty() {
             // Never stored as a successful turn (the providers already refuse this).
             return Err(ProviderError::NoAnswer("the answer is empty".into()).into());
@@ -144,16 +176,18 @@ impl ChatService {
             None => (usage::estimate(&request.messages, &completion.text), true),
         };
         to_store.push((Role::Assistant, completion.text.clone()));
+        let unsummarized = stored_count + to_store.len();
         let new_turn = NewTurn {
             conversation_id,
             user_id,
             claim: claim.as_ref().map(ClaimGuard::token),
             model: Some(&completion.model),
+            title: Some(&title),
             delta: UsageDelta { usage, turns: 1, estimated_turns: u64::from(estimated) },
             messages: to_store,
         };
         let stored = if is_new {
-            let create = turns::create(&self.pool, new_turn, title.as_deref());
+            let create = turns::create(&self.pool, new_turn);
             spans::observed(&self.metrics, spans::CREATE_CONVERSATION, create).await?
         } else {
             spans::observed(&self.metrics, spans::APPEND_TURN, turns::append(&self.pool, new_turn)).await?
@@ -170,6 +204,7 @@ impl ChatService {
             self.metrics.conversations_created.inc();
         }
         self.metrics.turns_stored.inc();
+        self.after_store(conversation_id, unsummarized);
         Ok(TurnOutput { conversation_id, text: completion.text, usage, model: completion.model, request_id })
     }
 
@@ -209,17 +244,20 @@ impl ChatService {
         }
         let conversation_id = Uuid::new_v4();
         let title = history.first().map(|t| title_from(t).to_owned());
+        let stored_count = history.len();
         let new_turn = NewTurn {
             conversation_id,
             user_id,
             claim: None,
             model: None,
+            title: title.as_deref(),
             delta: UsageDelta::default(),
             messages: history_from_texts(&history),
         };
-        let create = turns::create(&self.pool, new_turn, title.as_deref());
+        let create = turns::create(&self.pool, new_turn);
         spans::observed(&self.metrics, spans::CREATE_CONVERSATION, create).await?;
         self.metrics.conversations_created.inc();
+        self.after_store(conversation_id, stored_count);
         Ok(TurnOutput {
             conversation_id,
             text: String::new(),

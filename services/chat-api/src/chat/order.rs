@@ -26,9 +26,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::spans;
+use crate::db::conversations::TurnContext;
 use crate::db::turns::{self, Claim};
 use crate::error::ApiError;
-use crate::llm::Role;
 use crate::metrics::Metrics;
 
 /// First and longest pause between two claim attempts.
@@ -57,13 +57,16 @@ impl TurnOrder {
     }
 
     /// Claims an existing conversation, waiting while another turn holds it;
-    /// returns the claim and the newest `limit` messages (oldest first).
+    /// returns the claim and the turn's context: the newest `limit` messages
+    /// (oldest first), with `summaries` only those after the summary, which
+    /// comes along.
     pub async fn claim_existing(
         self: &Arc<Self>,
         conversation_id: Uuid,
         user_id: Uuid,
         limit: usize,
-    ) -> Result<(ClaimGuard, Vec<(Role, String)>), ApiError> {
+        summaries: bool,
+    ) -> Result<(ClaimGuard, TurnContext), ApiError> {
         let token = Uuid::new_v4();
         let deadline = Instant::now() + self.wait;
         let mut backoff = FIRST_BACKOFF;
@@ -72,9 +75,10 @@ impl TurnOrder {
             let notified = waiter.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let attempt = turns::claim_existing(&self.pool, conversation_id, user_id, token, self.lease, limit);
+            let attempt =
+                turns::claim_existing(&self.pool, conversation_id, user_id, token, self.lease, limit, summaries);
             match spans::observed(&self.metrics, spans::CLAIM_CONVERSATION, attempt).await? {
-                Claim::Claimed(history) => return Ok((self.guard(conversation_id, token), history)),
+                Claim::Claimed(context) => return Ok((self.guard(conversation_id, token), context)),
                 Claim::NotFound => return Err(ApiError::conversation_not_found()),
                 Claim::Busy => {}
             }

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 /// Most prior-history items a request may carry.
 pub const MAX_HISTORY_ITEMS: usize = 200;
 /// Longest title, in characters.
-const TITLE_CHARS: usize = 100;
+pub const TITLE_CHARS: usize = 100;
 
 /// The message, trimmed; empty, over `max_chars` characters, or holding a NUL
 /// (which PostgreSQL text cannot store) is a 400.

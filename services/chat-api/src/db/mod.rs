@@ -1,7 +1,12 @@
 //! PostgreSQL: connecting (with a bounded retry while the database comes up),
 //! migrations, and the conversation store.
 
+pub mod concurrent_indexes;
 pub mod conversations;
+pub mod lifecycle;
+pub mod listing;
+pub mod summaries;
+pub mod tasks;
 pub mod turns;
 
 use std::time::{Duration, Instant};
@@ -79,10 +84,25 @@ pub async fn wait_until_reachable(pool: &PgPool, config: &DatabaseConfig) -> Res
     }
 }
 
-/// Applies pending migrations (idempotent: applied ones are skipped).
+/// Applies pending migrations (idempotent: applied ones are skipped). Under
+/// sqlx's migration lock (an advisory lock, re-entrant for this session, which
+/// `run_direct` takes again), invalid leftovers of interrupted `CONCURRENTLY`
+/// builds are dropped first so they are rebuilt (see [`concurrent_indexes`]).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await?;
-    Ok(())
+    use sqlx::migrate::Migrate;
+    let mut conn = pool.acquire().await.map_err(sqlx::migrate::MigrateError::from)?;
+    let result = async {
+        conn.lock().await?;
+        concurrent_indexes::drop_invalid_leftovers(&mut conn, &MIGRATOR).await?;
+        MIGRATOR.run_direct(&mut *conn).await?;
+        conn.unlock().await
+    }
+    .await;
+    if result.is_err() {
+        // Do not return a connection that may still hold the advisory lock to the pool.
+        let _ = conn.detach().close().await;
+    }
+    Ok(result?)
 }
 
 /// Whether PostgreSQL answers right now (readiness).

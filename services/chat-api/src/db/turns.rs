@@ -14,14 +14,15 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::conversations::load_turn_context;
+use super::conversations::{TurnContext, load_turn_context, parse_role};
 use crate::llm::{Role, Usage};
 
 /// What claiming an existing conversation found.
 #[derive(Debug)]
 pub enum Claim {
-    /// The claim is ours; the newest messages, oldest first.
-    Claimed(Vec<(Role, String)>),
+    /// The claim is ours; the newest messages, oldest first (with summaries
+    /// on: only those after the summary, which comes along).
+    Claimed(TurnContext),
     /// Another turn holds the conversation.
     Busy,
     /// No such conversation for this user (nothing was claimed).
@@ -37,9 +38,8 @@ fn role_str(role: Role) -> &'static str {
     }
 }
 
-fn parse_role(s: &str) -> Role {
-    if s == "assistant" { Role::Assistant } else { Role::User }
-}
+/// A row of the claiming statement: outcome, summary, then one message's role and text.
+type ClaimRow = (String, Option<String>, Option<String>, Option<String>);
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -51,8 +51,9 @@ fn as_i64(n: u64) -> i64 {
 
 /// Claims an existing conversation for one turn (a conditional insert or
 /// update of its claim row, taken when free or expired), and reads its newest
-/// `limit` messages in the same round trip. Touches only the unlogged claim
-/// table, so it commits without a WAL flush.
+/// `limit` messages in the same round trip. With `summaries`, messages folded
+/// into the conversation's summary are left out and the summary comes along.
+/// Touches only the unlogged claim table, so it commits without a WAL flush.
 ///
 /// When a previous holder committed between this statement's snapshot and
 /// its claim (the claim row says so through `last_message_at`), the history
@@ -64,10 +65,14 @@ pub async fn claim_existing(
     token: Uuid,
     lease: Duration,
     limit: usize,
+    summaries: bool,
 ) -> Result<Claim, sqlx::Error> {
-    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH conv AS ( \
-             SELECT user_id, last_message_at FROM chatbot_conversation_audit WHERE conversation_id = $1 \
+             SELECT user_id, last_message_at, \
+                    CASE WHEN $6 THEN conversation_summary END AS summary, \
+                    CASE WHEN $6 THEN summary_through END AS summary_through \
+             FROM chatbot_conversation_audit WHERE conversation_id = $1 \
          ), held AS ( \
              SELECT user_id FROM chatbot_turn_claims WHERE conversation_id = $1 \
          ), claim AS ( \
@@ -90,11 +95,12 @@ pub async fn claim_existing(
                  WHEN EXISTS (SELECT 1 FROM conv) OR EXISTS (SELECT 1 FROM held WHERE user_id = $2) THEN 'busy' \
                  ELSE 'not_found' END AS outcome \
          ) \
-         SELECT o.outcome, m.role, m.text \
+         SELECT o.outcome, (SELECT summary FROM conv), m.role, m.text \
          FROM outcome o \
          LEFT JOIN LATERAL ( \
              SELECT role, content->>'text' AS text, created_at FROM chatbot_user_memory \
              WHERE conversation_id = $1 AND o.outcome = 'claimed' \
+               AND created_at > COALESCE((SELECT summary_through FROM conv), '-infinity') \
              ORDER BY created_at DESC LIMIT $5 \
          ) m ON TRUE \
          ORDER BY m.created_at ASC",
@@ -104,17 +110,23 @@ pub async fn claim_existing(
     .bind(token)
     .bind(secs(lease))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(summaries)
     .fetch_all(pool)
     .await?;
-    let outcome = rows.first().map(|r| r.0.as_str()).unwrap_or("not_found");
-    match outcome {
-        "claimed" => Ok(Claim::Claimed(
-            rows.into_iter()
-                .filter_map(|(_, role, text)| Some((parse_role(&role?), text.unwrap_or_default())))
-                .collect(),
-        )),
-        "stale" => match load_turn_context(pool, conversation_id, user_id, limit).await? {
-            Some(context) => Ok(Claim::Claimed(context.history)),
+    let Some((outcome, summary, _, _)) = rows.first() else {
+        return Ok(Claim::NotFound);
+    };
+    match outcome.as_str() {
+        "claimed" => {
+            let summary = summary.clone();
+            let history = rows
+                .into_iter()
+                .filter_map(|(_, _, role, text)| Some((parse_role(&role?), text.unwrap_or_default())))
+                .collect();
+            Ok(Claim::Claimed(TurnContext { history, summary }))
+        }
+        "stale" => match load_turn_context(pool, conversation_id, user_id, limit, summaries).await? {
+            Some(context) => Ok(Claim::Claimed(context)),
             None => {
                 release(pool, conversation_id, token).await?;
                 Ok(Claim::NotFound)
@@ -168,6 +180,8 @@ pub struct NewTurn<'a> {
     /// The claim this turn holds (required to append to an existing conversation).
     pub claim: Option<Uuid>,
     pub model: Option<&'a str>,
+    /// The conversation's title when it has none yet (its first user message).
+    pub title: Option<&'a str>,
     pub delta: UsageDelta,
     pub messages: Vec<(Role, String)>,
 }
@@ -214,8 +228,9 @@ pub enum Stored {
 
 /// Appends a turn to an existing conversation and releases its claim, in one
 /// statement: the messages, the conversation's `model`, `last_message_at` and
-/// `token_usage`, and the claim row (free again, remembering the last message
-/// time). Nothing is stored unless the claim is still this turn's.
+/// `token_usage`, its title when it has none yet (a conversation started
+/// without history), and the claim row (free again, remembering the last
+/// message time). Nothing is stored unless the claim is still this turn's.
 pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
     let token = turn.claim.unwrap_or_else(Uuid::nil);
     let cols = columns(turn.messages);
@@ -232,6 +247,7 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
          ), conv AS ( \
              UPDATE chatbot_conversation_audit SET \
                  model = COALESCE($11, model), \
+                 title = COALESCE(title, $12), \
                  last_message_at = (SELECT at FROM last), \
                  token_usage = {USAGE} \
              WHERE conversation_id = $1 AND user_id = $2 AND EXISTS (SELECT 1 FROM released) \
@@ -242,10 +258,9 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
              FROM conv, msgs \
              RETURNING 1 \
          ) \
-         SELECT EXISTS (SELECT 1 FROM conv), \
-                EXISTS (SELECT 1 FROM chatbot_conversation_audit WHERE conversation_id = $1 AND user_id = $2)"
+         SELECT EXISTS (SELECT 1 FROM conv)"
     );
-    let (stored, exists): (bool, bool) = sqlx::query_as(&sql)
+    let stored: bool = sqlx::query_scalar(&sql)
         .bind(turn.conversation_id)
         .bind(turn.user_id)
         .bind(as_i64(turn.delta.usage.prompt_tokens))
@@ -257,18 +272,27 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
         .bind(as_i64(turn.delta.estimated_turns))
         .bind(token)
         .bind(turn.model)
+        .bind(turn.title)
         .fetch_one(pool)
         .await?;
-    Ok(match (stored, exists) {
-        (true, _) => Stored::Ok,
-        (false, true) => Stored::ClaimLost,
-        (false, false) => Stored::NotFound,
-    })
+    if stored {
+        return Ok(Stored::Ok);
+    }
+    // Why not, asked in a new snapshot: the statement's own may predate a
+    // DELETE that committed while it waited for the rows that DELETE locked.
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM chatbot_conversation_audit WHERE conversation_id = $1 AND user_id = $2)",
+    )
+    .bind(turn.conversation_id)
+    .bind(turn.user_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(if exists { Stored::ClaimLost } else { Stored::NotFound })
 }
 
 /// Creates a conversation with its first messages, in one statement, stamped
 /// with the statement's database time.
-pub async fn create(pool: &PgPool, turn: NewTurn<'_>, title: Option<&str>) -> Result<Stored, sqlx::Error> {
+pub async fn create(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
     let cols = columns(turn.messages);
     let sql = format!(
         "WITH times AS (SELECT now() AS first_at), {LAYOUT}, \
@@ -298,7 +322,7 @@ pub async fn create(pool: &PgPool, turn: NewTurn<'_>, title: Option<&str>) -> Re
         .bind(&cols.texts)
         .bind(as_i64(turn.delta.estimated_turns))
         .bind(turn.model)
-        .bind(title)
+        .bind(turn.title)
         .fetch_one(pool)
         .await?;
     Ok(if stored { Stored::Ok } else { Stored::NotFound })

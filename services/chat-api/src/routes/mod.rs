@@ -2,6 +2,7 @@
 
 mod chat;
 mod conversations;
+mod cursor;
 pub mod docs;
 mod extract;
 mod health;
@@ -45,7 +46,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
 
 fn cors(origins: &AllowedOrigins) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
@@ -68,7 +69,14 @@ pub fn api_router(state: AppState, origins: &AllowedOrigins) -> Router {
     Router::new()
         .route("/api/ai/chat", post(chat::chat))
         .route("/api/ai/start-conversation", post(chat::start_conversation))
-        .route("/api/conversations/{conversation_id}", get(conversations::get_conversation))
+        .route("/api/conversations", get(conversations::list_conversations))
+        .route(
+            "/api/conversations/{conversation_id}",
+            get(conversations::get_conversation)
+                .patch(conversations::update_conversation)
+                .delete(conversations::delete_conversation),
+        )
+        .route("/api/conversations/{conversation_id}/messages", get(conversations::list_messages))
         .route(paths::HEALTH, get(health::health))
         .route(paths::LIVEZ, get(health::livez))
         .route(paths::READYZ, get(health::readyz))

@@ -169,3 +169,21 @@ async fn secrets_can_come_from_secret_manager() {
     assert_eq!(var_of(&err), "DATABASE_URL_SECRET_NAME");
     assert!(err.to_string().contains("403"), "{err}");
 }
+
+#[tokio::test]
+async fn conversation_features() {
+    let config = load(&[]).await.unwrap();
+    assert!(config.summaries, "summaries are on by default");
+    assert_eq!(config.titles, chat_api::config::TitleMode::FirstMessage);
+    let config = load(&[("SUMMARIES", "off"), ("TITLES", "provider")]).await.unwrap();
+    assert!(!config.summaries);
+    assert_eq!(config.titles, chat_api::config::TitleMode::Provider);
+    for (pairs, var) in [([("SUMMARIES", "sometimes")], "SUMMARIES"), ([("TITLES", "ai")], "TITLES")] {
+        let err = load(&pairs).await.unwrap_err();
+        assert_eq!(var_of(&err), var, "{err}");
+    }
+    // Every setting the chat API reads is in the registry the controller maps.
+    for name in ["SUMMARIES", "TITLES"] {
+        assert!(colloquy_contract::env::ALL.contains(&name), "{name}");
+    }
+}

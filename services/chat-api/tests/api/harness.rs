@@ -22,6 +22,9 @@ pub struct TestApp {
     pub router: Router,
     pub pool: PgPool,
     pub metrics_router: Router,
+    pub state: chat_api::routes::AppState,
+    /// Stops the background worker when the app is dropped.
+    _worker_stop: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct Reply {
@@ -37,13 +40,16 @@ impl Reply {
 }
 
 /// Configuration for tests: mock provider unless `vars` say otherwise, and
-/// no provider retries (each scripted upstream answer is the only attempt)
-/// unless a test turns them on.
+/// summaries off (the service's default is on): a background summary call
+/// would take scripted upstream answers meant for turns. Summary tests turn
+/// them on with `("SUMMARIES", "on")`. No provider retries either: each
+/// scripted upstream answer is the only attempt unless a test turns them on.
 pub fn config(vars: &[(&str, &str)]) -> Config {
     let mut env: HashMap<String, String> = HashMap::from([
         ("LLM_PROVIDER".to_owned(), "mock".to_owned()),
         ("LOG_FORMAT".to_owned(), "text".to_owned()),
         ("LLM_MAX_RETRIES".to_owned(), "0".to_owned()),
+        ("SUMMARIES".to_owned(), "off".to_owned()),
     ]);
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
@@ -56,11 +62,14 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
     Config::from_env(&env, &secrets).expect("test configuration is valid")
 }
 
+/// The app over `pool`, with its background worker running (as in `serve`).
 pub fn app_with(pool: PgPool, config: &Config) -> TestApp {
     let state = server::state(config, pool.clone(), server::http_client());
     let router = chat_api::routes::api_router(state.clone(), &config.allowed_origins);
     let metrics_router = chat_api::routes::metrics_router(state.metrics.clone(), pool.clone());
-    TestApp { router, pool, metrics_router }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(chat_api::chat::worker::run(state.chat.clone(), stopped));
+    TestApp { router, pool, metrics_router, state, _worker_stop: stop }
 }
 
 pub fn app(pool: PgPool) -> TestApp {
@@ -101,6 +110,14 @@ impl TestApp {
 
     pub async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
         self.request(Method::GET, uri, headers, None).await
+    }
+
+    pub async fn patch(&self, uri: &str, headers: &[(&str, &str)], body: Value) -> Reply {
+        self.request(Method::PATCH, uri, &with_json(headers), Some(body.to_string())).await
+    }
+
+    pub async fn delete(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(Method::DELETE, uri, headers, None).await
     }
 
     /// A proxy-shape chat turn with the API key.

@@ -9,9 +9,9 @@
 //! ```
 //!
 //! Every request is recorded (before any scripted delay), then answered with
-//! the next queued response, or the responder's answer when one is set, or
-//! the default one. Chunked (SSE) bodies that the connection dropped before
-//! their last chunk are counted: the client closed the connection.
+//! the responder's answer when one is set and gives one, or the next queued
+//! response, or the default one. Chunked (SSE) bodies that the connection
+//! dropped before their last chunk are counted: the client closed the connection.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -69,6 +69,7 @@ pub struct FakeResponse {
     body: FakeBody,
     delay: Option<Duration>,
     chunk_delay: Option<Duration>,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl FakeResponse {
@@ -80,6 +81,7 @@ impl FakeResponse {
             body: FakeBody::Full(Bytes::from(body.to_string())),
             delay: None,
             chunk_delay: None,
+            gate: None,
         }
     }
 
@@ -98,6 +100,7 @@ impl FakeResponse {
             body: FakeBody::Chunks(chunks),
             delay: None,
             chunk_delay: None,
+            gate: None,
         }
     }
 
@@ -109,6 +112,7 @@ impl FakeResponse {
             body: FakeBody::Full(body.into()),
             delay: None,
             chunk_delay: None,
+            gate: None,
         }
     }
 
@@ -121,6 +125,14 @@ impl FakeResponse {
     /// Waits this long before answering (the request is recorded first).
     pub fn with_delay(mut self, d: Duration) -> Self {
         self.delay = Some(d);
+        self
+    }
+
+    /// Holds the answer until `gate` has a permit for it (`add_permits`; each
+    /// answer takes one), to observe what happens while an upstream call is in
+    /// flight without timing anything.
+    pub fn held_until(mut self, gate: Arc<tokio::sync::Semaphore>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -177,12 +189,13 @@ impl Drop for DropWatch {
     }
 }
 
-type Responder = Box<dyn Fn(&RecordedRequest) -> FakeResponse + Send + Sync>;
+/// Picks an answer from the request itself (`None`: use the queue).
+type Responder = Box<dyn Fn(&RecordedRequest) -> Option<FakeResponse> + Send + Sync>;
 
 struct Shared {
+    responder: Mutex<Option<Responder>>,
     queue: Mutex<VecDeque<FakeResponse>>,
     default: Mutex<FakeResponse>,
-    responder: Mutex<Option<Arc<Responder>>>,
     requests: Mutex<Vec<RecordedRequest>>,
     dropped_streams: Arc<AtomicUsize>,
 }
@@ -200,9 +213,9 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     pub async fn start() -> FakeUpstream {
         let shared = Arc::new(Shared {
+            responder: Mutex::new(None),
             queue: Mutex::new(VecDeque::new()),
             default: Mutex::new(FakeResponse::json(500, serde_json::json!({"error": "no scripted response"}))),
-            responder: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
             dropped_streams: Arc::new(AtomicUsize::new(0)),
         });
@@ -220,14 +233,20 @@ impl FakeUpstream {
         self.shared.queue.lock().unwrap().push_back(response);
     }
 
+    /// Answers requests `responder` recognises (returns `Some`) from it, before
+    /// the queue: for upstreams that several callers use concurrently.
+    pub fn respond_with(&self, responder: impl Fn(&RecordedRequest) -> Option<FakeResponse> + Send + Sync + 'static) {
+        *self.shared.responder.lock().unwrap() = Some(Box::new(responder));
+    }
+
     /// The answer used when the queue is empty.
     pub fn set_default(&self, response: FakeResponse) {
         *self.shared.default.lock().unwrap() = response;
     }
 
-    /// Answers each request (when the queue is empty) with what `f` makes of it.
+    /// Answers every request with what `f` makes of it.
     pub fn set_responder(&self, f: impl Fn(&RecordedRequest) -> FakeResponse + Send + Sync + 'static) {
-        *self.shared.responder.lock().unwrap() = Some(Arc::new(Box::new(f)));
+        self.respond_with(move |r| Some(f(r)));
     }
 
     /// How many chunked bodies were dropped before their end: the client closed the connection.
@@ -273,12 +292,17 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         headers: parts.headers,
         body,
     };
-    shared.requests.lock().unwrap().push(recorded.clone());
-    let response = {
+    let chosen = shared.responder.lock().unwrap().as_ref().and_then(|responder| responder(&recorded));
+    shared.requests.lock().unwrap().push(recorded);
+    let response = chosen.unwrap_or_else(|| {
         let next = shared.queue.lock().unwrap().pop_front();
-        let responder = shared.responder.lock().unwrap().clone();
-        next.or_else(|| responder.map(|f| f(&recorded))).unwrap_or_else(|| shared.default.lock().unwrap().clone())
-    };
+        next.unwrap_or_else(|| shared.default.lock().unwrap().clone())
+    });
+    if let Some(gate) = &response.gate
+        && let Ok(permit) = gate.acquire().await
+    {
+        permit.forget();
+    }
     if let Some(delay) = response.delay {
         tokio::time::sleep(delay).await;
     }

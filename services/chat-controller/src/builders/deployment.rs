@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use colloquy_contract::{commands, defaults, paths};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Volume, VolumeMount,
+    ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, HTTPGetAction, Lifecycle,
+    LifecycleHandler, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -45,6 +45,25 @@ fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
+/// How a chat pod stops, from the chat API's shutdown settings (`SHUTDOWN_DRAIN_SECS`,
+/// `SHUTDOWN_GRACE_SECS`): a preStop pause while Kubernetes withdraws the pod's endpoints (the
+/// pod keeps serving; the image has no shell, hence the `sleep` action), then SIGTERM starts the
+/// server's drain and the grace for in-flight turns. `terminationGracePeriodSeconds` covers all of
+/// it (Kubernetes counts the preStop hook against it), so a rollout never cuts a turn the
+/// provider timeout still allows. Returns `(preStop lifecycle, grace period seconds)`.
+pub fn shutdown(drain_secs: u64, grace_secs: u64) -> (Lifecycle, i64) {
+    let pause = defaults::prestop_pause_secs(drain_secs);
+    let lifecycle = Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            sleep: Some(SleepAction { seconds: i64::try_from(pause).unwrap_or(i64::MAX) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let period = defaults::termination_grace_period_secs(drain_secs, grace_secs);
+    (lifecycle, i64::try_from(period).unwrap_or(i64::MAX))
+}
+
 /// The `/tmp` emptyDir (the root filesystem is read-only).
 pub fn tmp_volume() -> (Volume, VolumeMount) {
     (
@@ -66,6 +85,8 @@ pub fn deployment(cb: &ChatBackend, image: &str, config_hash: &str) -> Result<De
     let mut pod_annotations = cb.spec.pod_annotations.clone();
     pod_annotations.insert(annotations::CONFIG_HASH.to_string(), config_hash.to_string());
     let (tmp_vol, tmp_mount) = tmp_volume();
+    // The chat API's defaults; a ChatBackend cannot change them (yet), so these are what it runs with.
+    let (lifecycle, grace_period) = shutdown(defaults::SHUTDOWN_DRAIN_SECS, defaults::SHUTDOWN_GRACE_SECS);
     let container = Container {
         name: names::CONTAINER_NAME.to_string(),
         image: Some(image.to_string()),
@@ -92,6 +113,7 @@ pub fn deployment(cb: &ChatBackend, image: &str, config_hash: &str) -> Result<De
         resources: Some(cb.spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![tmp_mount]),
+        lifecycle: Some(lifecycle),
         ..Default::default()
     };
     Ok(Deployment {
@@ -111,7 +133,7 @@ pub fn deployment(cb: &ChatBackend, image: &str, config_hash: &str) -> Result<De
                     security_context: Some(pod_security_context()),
                     containers: vec![container],
                     volumes: Some(vec![tmp_vol]),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(grace_period),
                     ..Default::default()
                 }),
             },
@@ -195,6 +217,24 @@ mod tests {
         let sel = d.spec.as_ref().unwrap().selector.match_labels.as_ref().unwrap();
         let tmpl = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert!(sel.iter().all(|(k, v)| tmpl.get(k) == Some(v)), "selector must match template");
+    }
+
+    #[test]
+    fn grace_period_covers_prestop_drain_and_grace() {
+        let d = deployment(&backend(), "img:1", "abc").unwrap();
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let sleep = pod.containers[0].lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap().sleep.as_ref().unwrap();
+        let period = pod.termination_grace_period_seconds.unwrap();
+        let drain = i64::try_from(defaults::SHUTDOWN_DRAIN_SECS).unwrap();
+        let grace = i64::try_from(defaults::SHUTDOWN_GRACE_SECS).unwrap();
+        assert!(sleep.seconds >= 1, "a preStop pause while the endpoints are withdrawn");
+        assert!(period >= sleep.seconds + drain + grace, "{period} < {} + {drain} + {grace}", sleep.seconds);
+        assert!(
+            grace > i64::try_from(defaults::LLM_TIMEOUT_SECS).unwrap(),
+            "a turn the provider timeout allows must fit in the grace period"
+        );
+        let (_, longer) = shutdown(10, 300);
+        assert!(longer >= 10 + 10 + 300);
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub fn job_name(cb: &ChatBackend, image: &str) -> String {
     names::migration_job_name(&cb.name_any(), &migration_hash(image))
 }
 
+/// Labels of the migration Job's pods: the common labels with a name of their own, so the
+/// chat API's Service and PodDisruptionBudget do not select them (a PDB selecting a Job's pod
+/// fails with "jobs.batch does not implement the scale subresource" and blocks every eviction).
+pub fn migration_pod_labels(cb: &ChatBackend) -> BTreeMap<String, String> {
+    let mut l = common_labels(cb, labels::COMPONENT_MIGRATION);
+    l.insert(labels::NAME.to_string(), labels::NAME_MIGRATION_VALUE.to_string());
+    l
+}
+
 /// The migration Job for `image`. It gets the same env as the Deployment (the
 /// ConfigMap and the secret refs, the database URL among them).
 pub fn migration_job(cb: &ChatBackend, image: &str) -> Result<Job> {
@@ -34,10 +43,7 @@ pub fn migration_job(cb: &ChatBackend, image: &str) -> Result<Job> {
             backoff_limit: Some(3),
             active_deadline_seconds: Some(600),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(common_labels(cb, labels::COMPONENT_MIGRATION)),
-                    ..Default::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(migration_pod_labels(cb)), ..Default::default() }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_string()),
                     service_account_name: cb.spec.service_account_name.clone(),
@@ -135,6 +141,20 @@ mod tests {
         let db = c.env.as_ref().unwrap().iter().find(|e| e.name == env::DATABASE_URL).unwrap();
         let sel = db.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!((sel.name.as_str(), sel.key.as_str()), ("db", "url"));
+    }
+
+    #[test]
+    fn job_pods_are_not_selected_by_the_service_or_pdb() {
+        let cb = backend();
+        let j = migration_job(&cb, "img:1").unwrap();
+        let pod_labels = j.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        let selector = crate::builders::selector_labels(&cb);
+        assert!(
+            !selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "migration pod labels {pod_labels:?} match the chat API selector {selector:?}"
+        );
+        assert_eq!(pod_labels[labels::COMPONENT], labels::COMPONENT_MIGRATION);
+        assert_eq!(pod_labels[labels::INSTANCE], "demo");
     }
 
     #[test]
