@@ -197,7 +197,9 @@ pub trait ChatProvider: Send + Sync + 'static {
 }
 
 /// Builds the configured provider behind retries and its circuit breaker,
-/// with the fallback provider when one is configured.
+/// with the fallback provider when one is configured. The mock alone is not
+/// wrapped: it is offline and deterministic, so a retry could only slow its
+/// `/mock-error` turns down.
 pub fn build_resilient(
     primary: &ProviderConfig,
     fallback: Option<&ProviderConfig>,
@@ -206,6 +208,9 @@ pub fn build_resilient(
     timeout: Duration,
     metrics: Arc<Metrics>,
 ) -> Arc<dyn ChatProvider> {
+    if *primary == ProviderConfig::Mock && fallback.is_none() {
+        return build(primary, http, timeout);
+    }
     let guarded = |config, endpoint| {
         resilience::Guarded::new(build(config, http.clone(), timeout), endpoint, settings, timeout, metrics.clone())
     };
