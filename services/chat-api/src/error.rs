@@ -82,6 +82,7 @@ impl ApiError {
                 ProviderError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 ProviderError::ContentFiltered { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 ProviderError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                ProviderError::Unavailable { .. } | ProviderError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },
             Self::ConversationBusy(_) => StatusCode::CONFLICT,
@@ -106,6 +107,8 @@ impl ApiError {
                 ProviderError::Timeout(_) => "upstream_timeout",
                 ProviderError::ContentFiltered { .. } => "content_filtered",
                 ProviderError::RateLimited { .. } => "upstream_rate_limited",
+                ProviderError::QuotaExhausted { .. } => "upstream_quota_exhausted",
+                ProviderError::Unavailable { .. } | ProviderError::Overloaded { .. } => "upstream_unavailable",
                 _ => "upstream_error",
             },
             Self::ConversationBusy(_) => "conversation_busy",
@@ -195,6 +198,11 @@ impl IntoResponse for ApiError {
             Self::Provider(ProviderError::RateLimited { retry_after, .. }) => {
                 let secs = retry_after.unwrap_or(Duration::from_secs(1)).as_secs().max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Self::Provider(
+                ProviderError::Unavailable { retry_after } | ProviderError::Overloaded { retry_after, .. },
+            ) => {
+                headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
             }
             Self::DatabaseUnavailable(_) | Self::Overloaded | Self::ConversationBusy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -36,6 +36,13 @@ pub mod names {
     pub const HTTP_REJECTED: &str = "colloquy_http_rejected_total";
     /// Requests carrying an `Idempotency-Key`, by outcome.
     pub const IDEMPOTENCY_REQUESTS: &str = "colloquy_idempotency_requests_total";
+    /// Circuit breaker state per provider endpoint: 0 closed, 1 open, 2 half-open.
+    pub const PROVIDER_BREAKER_STATE: &str = "colloquy_provider_breaker_state";
+    /// Provider call attempts retried, by reason (`rate_limited`, `server_error`, `connection`).
+    pub const PROVIDER_RETRIES: &str = "colloquy_provider_retries_total";
+    /// Calls the fallback provider answered in the primary's place, by reason
+    /// (`circuit_open`, `retries_exhausted`, `quota_exhausted`).
+    pub const PROVIDER_FALLBACKS: &str = "colloquy_provider_fallbacks_total";
     /// Background work (summaries, generated titles) by kind and outcome.
     pub const BACKGROUND_TASKS: &str = "colloquy_background_tasks_total";
 }
@@ -95,6 +102,9 @@ pub struct Metrics {
     db_errors: IntCounterVec,
     http_rejected: IntCounterVec,
     idempotency: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    provider_retries: IntCounterVec,
+    provider_fallbacks: IntCounterVec,
     background_tasks: IntCounterVec,
 }
 
@@ -180,6 +190,24 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid counter"),
+            breaker_state: IntGaugeVec::new(
+                Opts::new(
+                    names::PROVIDER_BREAKER_STATE,
+                    "Circuit breaker of each provider endpoint: 0 closed, 1 open, 2 half-open.",
+                ),
+                &["provider", "endpoint"],
+            )
+            .expect("valid gauge"),
+            provider_retries: IntCounterVec::new(
+                Opts::new(names::PROVIDER_RETRIES, "Provider call attempts retried, by endpoint and reason."),
+                &["provider", "endpoint", "reason"],
+            )
+            .expect("valid counter"),
+            provider_fallbacks: IntCounterVec::new(
+                Opts::new(names::PROVIDER_FALLBACKS, "Calls handed to the fallback provider, by reason."),
+                &["provider", "fallback_provider", "reason"],
+            )
+            .expect("valid counter"),
             background_tasks: IntCounterVec::new(
                 Opts::new(
                     names::BACKGROUND_TASKS,
@@ -211,6 +239,9 @@ impl Metrics {
             Box::new(m.db_errors.clone()),
             Box::new(m.http_rejected.clone()),
             Box::new(m.idempotency.clone()),
+            Box::new(m.breaker_state.clone()),
+            Box::new(m.provider_retries.clone()),
+            Box::new(m.provider_fallbacks.clone()),
             Box::new(m.background_tasks.clone()),
             Box::new(build_info),
         ];
@@ -236,6 +267,21 @@ impl Metrics {
             self.genai_tokens.with_label_values(&[CHAT, provider, model, "input"]).observe(u.prompt_tokens as f64);
             self.genai_tokens.with_label_values(&[CHAT, provider, model, "output"]).observe(u.completion_tokens as f64);
         }
+    }
+
+    /// Sets a provider endpoint's breaker state (`provider` is the `LLM_PROVIDER` name).
+    pub fn set_breaker_state(&self, provider: &str, endpoint: &str, state: i64) {
+        self.breaker_state.with_label_values(&[provider, endpoint]).set(state);
+    }
+
+    /// Counts one retried provider call attempt.
+    pub fn count_provider_retry(&self, provider: &str, endpoint: &str, reason: &str) {
+        self.provider_retries.with_label_values(&[provider, endpoint, reason]).inc();
+    }
+
+    /// Counts one call handed to the fallback provider.
+    pub fn count_provider_fallback(&self, provider: &str, fallback: &str, reason: &str) {
+        self.provider_fallbacks.with_label_values(&[provider, fallback, reason]).inc();
     }
 
     /// Records a streamed call's time to its first text.

@@ -32,7 +32,14 @@ pub fn http_client() -> reqwest::Client {
 /// Builds the application state from a validated configuration.
 pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppState {
     let metrics = Arc::new(Metrics::new());
-    let provider = llm::build(&config.provider, http.clone(), config.llm_timeout);
+    let provider = llm::build_resilient(
+        &config.provider,
+        config.fallback_provider.as_ref(),
+        config.resilience,
+        http.clone(),
+        config.llm_timeout,
+        metrics.clone(),
+    );
     let auth = Arc::new(Authenticator::new(ApiKey::new(&config.internal_api_key), JwtVerifier::new(&config.jwt, http)));
     let settings = ChatSettings {
         system_prompt: config.system_prompt.clone(),

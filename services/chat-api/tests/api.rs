@@ -29,6 +29,8 @@ mod lifecycle;
 mod limits;
 #[path = "api/order.rs"]
 mod order;
+#[path = "api/resilience.rs"]
+mod resilience;
 #[path = "api/schema.rs"]
 mod schema;
 #[path = "api/stream.rs"]

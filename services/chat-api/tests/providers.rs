@@ -10,6 +10,8 @@ mod azure;
 mod mock;
 #[path = "providers/openai.rs"]
 mod openai;
+#[path = "providers/resilience.rs"]
+mod resilience;
 #[path = "providers/vertex.rs"]
 mod vertex;
 

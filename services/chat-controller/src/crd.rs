@@ -494,9 +494,9 @@ pub struct ResilienceSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BreakerSpec {
-    /// Consecutive failures that open the breaker (`LLM_BREAKER_FAILURES`).
+    /// Consecutive failures that open the breaker (`LLM_BREAKER_FAILURES`); 0 turns the breaker off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 0, max = 1000))]
     pub failures: Option<i64>,
     /// Seconds the breaker stays open (`LLM_BREAKER_COOLDOWN_SECS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -77,6 +77,53 @@ pub mod env {
     /// Prefix of the fallback provider's variables (`FALLBACK_LLM_PROVIDER`,
     /// `FALLBACK_OPENAI_BASE_URL`, ...): the primary's names with this in front.
     pub const FALLBACK_PREFIX: &str = "FALLBACK_";
+    // The fallback provider's variables: each is `FALLBACK_PREFIX` + a primary
+    // provider variable (a test below holds the line). `GCE_METADATA_HOST` and
+    // `LLM_TIMEOUT_SECS` are shared, not repeated.
+    pub const FALLBACK_LLM_PROVIDER: &str = "FALLBACK_LLM_PROVIDER";
+    pub const FALLBACK_AZURE_OPENAI_ENDPOINT: &str = "FALLBACK_AZURE_OPENAI_ENDPOINT";
+    pub const FALLBACK_AZURE_OPENAI_DEPLOYMENT_NAME: &str = "FALLBACK_AZURE_OPENAI_DEPLOYMENT_NAME";
+    pub const FALLBACK_AZURE_OPENAI_API_VERSION: &str = "FALLBACK_AZURE_OPENAI_API_VERSION";
+    /// Secret.
+    pub const FALLBACK_AZURE_OPENAI_API_KEY: &str = "FALLBACK_AZURE_OPENAI_API_KEY";
+    pub const FALLBACK_VERTEX_PROJECT_ID: &str = "FALLBACK_VERTEX_PROJECT_ID";
+    pub const FALLBACK_VERTEX_LOCATION: &str = "FALLBACK_VERTEX_LOCATION";
+    pub const FALLBACK_VERTEX_MODEL: &str = "FALLBACK_VERTEX_MODEL";
+    pub const FALLBACK_VERTEX_ENDPOINT: &str = "FALLBACK_VERTEX_ENDPOINT";
+    pub const FALLBACK_OPENAI_BASE_URL: &str = "FALLBACK_OPENAI_BASE_URL";
+    pub const FALLBACK_OPENAI_MODEL: &str = "FALLBACK_OPENAI_MODEL";
+    /// Secret, optional.
+    pub const FALLBACK_OPENAI_API_KEY: &str = "FALLBACK_OPENAI_API_KEY";
+    /// The primary provider variables the fallback repeats under `FALLBACK_PREFIX`.
+    pub const PROVIDER_SETTINGS: &[&str] = &[
+        LLM_PROVIDER,
+        AZURE_OPENAI_ENDPOINT,
+        AZURE_OPENAI_DEPLOYMENT_NAME,
+        AZURE_OPENAI_API_VERSION,
+        AZURE_OPENAI_API_KEY,
+        VERTEX_PROJECT_ID,
+        VERTEX_LOCATION,
+        VERTEX_MODEL,
+        VERTEX_ENDPOINT,
+        OPENAI_BASE_URL,
+        OPENAI_MODEL,
+        OPENAI_API_KEY,
+    ];
+    /// Every fallback variable, in the order of [`PROVIDER_SETTINGS`].
+    pub const FALLBACK_SETTINGS: &[&str] = &[
+        FALLBACK_LLM_PROVIDER,
+        FALLBACK_AZURE_OPENAI_ENDPOINT,
+        FALLBACK_AZURE_OPENAI_DEPLOYMENT_NAME,
+        FALLBACK_AZURE_OPENAI_API_VERSION,
+        FALLBACK_AZURE_OPENAI_API_KEY,
+        FALLBACK_VERTEX_PROJECT_ID,
+        FALLBACK_VERTEX_LOCATION,
+        FALLBACK_VERTEX_MODEL,
+        FALLBACK_VERTEX_ENDPOINT,
+        FALLBACK_OPENAI_BASE_URL,
+        FALLBACK_OPENAI_MODEL,
+        FALLBACK_OPENAI_API_KEY,
+    ];
     pub const IDEMPOTENCY_TTL_SECS: &str = "IDEMPOTENCY_TTL_SECS";
     pub const RATE_LIMIT_RPM: &str = "RATE_LIMIT_RPM";
     pub const RATE_LIMIT_TPM: &str = "RATE_LIMIT_TPM";
@@ -136,6 +183,22 @@ pub mod env {
         OTEL_TRACES_SAMPLER,
         OTEL_TRACES_SAMPLER_ARG,
         TURN_WAIT_SECS,
+        // Provider faults (issue 11).
+        LLM_MAX_RETRIES,
+        LLM_BREAKER_FAILURES,
+        LLM_BREAKER_COOLDOWN_SECS,
+        FALLBACK_LLM_PROVIDER,
+        FALLBACK_AZURE_OPENAI_ENDPOINT,
+        FALLBACK_AZURE_OPENAI_DEPLOYMENT_NAME,
+        FALLBACK_AZURE_OPENAI_API_VERSION,
+        FALLBACK_AZURE_OPENAI_API_KEY,
+        FALLBACK_VERTEX_PROJECT_ID,
+        FALLBACK_VERTEX_LOCATION,
+        FALLBACK_VERTEX_MODEL,
+        FALLBACK_VERTEX_ENDPOINT,
+        FALLBACK_OPENAI_BASE_URL,
+        FALLBACK_OPENAI_MODEL,
+        FALLBACK_OPENAI_API_KEY,
         SUMMARIES,
         TITLES,
         // Resilience and limits (issue 11).
@@ -166,7 +229,27 @@ pub mod env {
         // The seed kept these in Secret Manager too.
         AZURE_OPENAI_ENDPOINT,
         AZURE_OPENAI_DEPLOYMENT_NAME,
+        // The fallback provider's, likewise.
+        FALLBACK_AZURE_OPENAI_API_KEY,
+        FALLBACK_OPENAI_API_KEY,
+        FALLBACK_AZURE_OPENAI_ENDPOINT,
+        FALLBACK_AZURE_OPENAI_DEPLOYMENT_NAME,
     ];
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn fallback_settings_are_the_provider_settings_prefixed() {
+            assert_eq!(FALLBACK_SETTINGS.len(), PROVIDER_SETTINGS.len());
+            for (fallback, primary) in FALLBACK_SETTINGS.iter().zip(PROVIDER_SETTINGS) {
+                assert_eq!(*fallback, format!("{FALLBACK_PREFIX}{primary}"));
+                assert!(ALL.contains(primary) && ALL.contains(fallback), "{fallback} or {primary} not in ALL");
+                assert_eq!(SECRETS.contains(primary), SECRETS.contains(fallback), "{fallback} secret-ness");
+            }
+        }
+    }
 }
 
 /// Values of `LLM_PROVIDER`.
@@ -186,6 +269,9 @@ pub mod defaults {
     pub const LLM_TIMEOUT_SECS: u64 = 60;
     pub const MAX_HISTORY_MESSAGES: usize = 50;
     pub const TURN_WAIT_SECS: u64 = 30;
+    pub const LLM_MAX_RETRIES: u32 = 2;
+    pub const LLM_BREAKER_FAILURES: u32 = 5;
+    pub const LLM_BREAKER_COOLDOWN_SECS: u64 = 30;
     pub const MAX_MESSAGE_CHARS: usize = 32_000;
     /// Largest request body (1 MiB).
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;

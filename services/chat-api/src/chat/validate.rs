@@ -7,7 +7,8 @@ pub const MAX_HISTORY_ITEMS: usize = 200;
 /// Longest title, in characters.
 pub const TITLE_CHARS: usize = 100;
 
-/// The message, trimmed; empty or over `max_chars` characters is a 400.
+/// The message, trimmed; empty or over `max_chars` characters is a 400 (a NUL,
+/// which PostgreSQL text cannot store, is refused with the body: `routes::extract`).
 pub fn message(text: &str, max_chars: usize) -> Result<String, ApiError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {

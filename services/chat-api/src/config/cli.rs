@@ -53,6 +53,13 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub provider: ProviderArgs,
     #[command(flatten)]
+    pub resilience: ResilienceArgs,
+    /// The fallback provider's settings (`FALLBACK_` + each provider option),
+    /// when `FALLBACK_LLM_PROVIDER` is set: filled in by [`parse`] from the
+    /// options [`fallback_args`] adds.
+    #[arg(skip)]
+    pub fallback: Option<ProviderArgs>,
+    #[command(flatten)]
     pub chat: ChatArgs,
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -140,6 +147,22 @@ pub struct ProviderArgs {
     /// Model name the OpenAI-compatible server serves.
     #[arg(long, env = names::OPENAI_MODEL)]
     pub openai_model: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Provider faults")]
+pub struct ResilienceArgs {
+    /// Retries of a transient provider fault (429, 5xx, connection), with jittered backoff.
+    #[arg(long, env = names::LLM_MAX_RETRIES, default_value_t = defaults::LLM_MAX_RETRIES,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub llm_max_retries: u32,
+    /// Consecutive failed provider calls that open the circuit breaker; 0 turns it off.
+    #[arg(long, env = names::LLM_BREAKER_FAILURES, default_value_t = defaults::LLM_BREAKER_FAILURES)]
+    pub llm_breaker_failures: u32,
+    /// Seconds an open breaker fails fast before a probe call.
+    #[arg(long, env = names::LLM_BREAKER_COOLDOWN_SECS, default_value_t = defaults::LLM_BREAKER_COOLDOWN_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_breaker_cooldown_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -405,13 +428,61 @@ fn secret_args(name: &'static str) -> [Arg; 3] {
     ]
 }
 
-/// The whole command: the derived options plus the secret options of each subcommand.
+/// The fallback provider's options: each non-secret provider option again,
+/// with the same parser and default, under `FALLBACK_` + its variable (the
+/// secret ones come with [`names::SECRETS`]). Built from [`ProviderArgs`]
+/// rather than written out twice, so the two cannot drift apart.
+fn fallback_args() -> Vec<Arg> {
+    let primary = ProviderArgs::augment_args(clap::Command::new("provider"));
+    primary
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?;
+            if !names::PROVIDER_SETTINGS.contains(&env) {
+                return None;
+            }
+            let fallback = format!("{}{env}", names::FALLBACK_PREFIX);
+            let help = arg.get_help().map(|h| format!("Fallback provider: {h}")).unwrap_or_default();
+            Some(
+                arg.clone()
+                    .id(fallback.clone())
+                    .long(flag(&fallback))
+                    .env(fallback)
+                    .help(help)
+                    .help_heading("Fallback provider"),
+            )
+        })
+        .collect()
+}
+
+/// The fallback provider's settings from the options of [`fallback_args`],
+/// when `FALLBACK_LLM_PROVIDER` is given; options it does not repeat (the
+/// timeout) are the primary's.
+fn fallback_of(matches: &ArgMatches, primary: &ProviderArgs) -> Option<ProviderArgs> {
+    let get = |name: &str| matches.get_one::<String>(&format!("{}{name}", names::FALLBACK_PREFIX)).cloned();
+    let llm_provider = get(names::LLM_PROVIDER)?;
+    Some(ProviderArgs {
+        llm_provider: Some(llm_provider),
+        llm_timeout_secs: primary.llm_timeout_secs,
+        azure_openai_api_version: get(names::AZURE_OPENAI_API_VERSION)
+            .unwrap_or_else(|| defaults::AZURE_OPENAI_API_VERSION.to_owned()),
+        vertex_project_id: get(names::VERTEX_PROJECT_ID),
+        vertex_location: get(names::VERTEX_LOCATION),
+        vertex_model: get(names::VERTEX_MODEL),
+        vertex_endpoint: get(names::VERTEX_ENDPOINT),
+        openai_base_url: get(names::OPENAI_BASE_URL),
+        openai_model: get(names::OPENAI_MODEL),
+    })
+}
+
+/// The whole command: the derived options plus the secret options of each
+/// subcommand, and the fallback provider's options of `serve`.
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     for sub in [colloquy_contract::commands::SERVE, colloquy_contract::commands::MIGRATE] {
         cmd = cmd.mut_subcommand(sub, |c| c.args(secrets_of(sub).iter().flat_map(|&n| secret_args(n))));
     }
-    cmd
+    cmd.mut_subcommand(colloquy_contract::commands::SERVE, |c| c.args(fallback_args()))
 }
 
 /// Every environment variable `sub` reads (for the settings-registry test).
@@ -499,7 +570,10 @@ where
     let (name, sub): (&str, &ArgMatches) = matches.subcommand().expect("a subcommand is required");
     let secrets = SecretInputs::from_matches(sub, secrets_of(name));
     Ok(match cli.command {
-        Command::Serve(args) => Invocation::Serve(args, secrets),
+        Command::Serve(mut args) => {
+            args.fallback = fallback_of(sub, &args.provider);
+            Invocation::Serve(args, secrets)
+        }
         Command::Migrate(args) => Invocation::Migrate(args, secrets),
     })
 }

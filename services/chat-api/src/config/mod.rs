@@ -28,6 +28,15 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The same error about `prefix` + its variable (the fallback provider's).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            Self::Missing { var, hint } => Self::Missing { var: format!("{prefix}{var}"), hint },
+            Self::Invalid { var, message } => Self::Invalid { var: format!("{prefix}{var}"), message },
+            Self::Unreadable { var, message } => Self::Unreadable { var: format!("{prefix}{var}"), message },
+        }
+    }
+
     pub fn missing_with_hint(var: &str, hint: &str) -> Self {
         Self::Missing { var: var.to_owned(), hint: format!(" ({hint})") }
     }
@@ -159,6 +168,10 @@ pub struct Config {
     pub run_migrations: bool,
     pub internal_api_key: Secret,
     pub provider: ProviderConfig,
+    /// The provider answering when `provider` cannot (`FALLBACK_*`).
+    pub fallback_provider: Option<ProviderConfig>,
+    /// Retries and circuit breaker of provider calls.
+    pub resilience: crate::llm::resilience::ResilienceConfig,
     pub llm_timeout: Duration,
     /// How long a turn waits for a conversation another turn holds.
     pub turn_wait: Duration,
@@ -259,7 +272,13 @@ impl Config {
             database: DatabaseConfig::new(&args.database, secrets)?,
             run_migrations: args.run_migrations,
             internal_api_key,
-            provider: provider(args, secrets)?,
+            provider: provider(&args.provider, &args.google.gce_metadata_host, secrets)?,
+            fallback_provider: fallback(args, secrets)?,
+            resilience: crate::llm::resilience::ResilienceConfig {
+                max_retries: args.resilience.llm_max_retries,
+                breaker_failures: args.resilience.llm_breaker_failures,
+                breaker_cooldown: Duration::from_secs(args.resilience.llm_breaker_cooldown_secs),
+            },
             llm_timeout,
             turn_wait: Duration::from_secs(args.chat.turn_wait_secs),
             system_prompt: args.chat.system_prompt.clone().filter(|p| !p.trim().is_empty()),
@@ -302,11 +321,26 @@ fn serve_args(vars: &[(&str, &str)]) -> Result<(ServeArgs, SecretInputs), Config
     }
 }
 
-fn provider(args: &ServeArgs, secrets: &SecretValues) -> Result<ProviderConfig, ConfigError> {
-    let p = &args.provider;
+/// The fallback provider (`FALLBACK_*`), read by the same code as the
+/// primary from the same options under the prefix; errors name the
+/// `FALLBACK_` variable.
+fn fallback(args: &ServeArgs, secrets: &SecretValues) -> Result<Option<ProviderConfig>, ConfigError> {
+    let Some(settings) = &args.fallback else {
+        return Ok(None);
+    };
+    let secrets = secrets.with_prefix(names::FALLBACK_PREFIX);
+    let config =
+        provider(settings, &args.google.gce_metadata_host, &secrets).map_err(|e| e.prefixed(names::FALLBACK_PREFIX))?;
+    if config == ProviderConfig::Mock {
+        return Err(ConfigError::invalid(names::FALLBACK_LLM_PROVIDER, "the mock cannot be a fallback"));
+    }
+    Ok(Some(config))
+}
+
+fn provider(p: &cli::ProviderArgs, metadata_host: &str, secrets: &SecretValues) -> Result<ProviderConfig, ConfigError> {
     let name = match p.llm_provider.clone() {
         Some(name) => name,
-        None => infer_provider(args, secrets).ok_or_else(|| {
+        None => infer_provider(p, secrets).ok_or_else(|| {
             ConfigError::missing_with_hint(
                 names::LLM_PROVIDER,
                 &format!("one of {}; use mock for the offline provider", provider_names::ALL.join(", ")),
@@ -343,7 +377,7 @@ fn provider(args: &ServeArgs, secrets: &SecretValues) -> Result<ProviderConfig, 
                 model: required(&p.vertex_model, names::VERTEX_MODEL, "e.g. gemini-2.0-flash")?,
                 location,
                 endpoint,
-                metadata_host: args.google.gce_metadata_host.clone(),
+                metadata_host: metadata_host.to_owned(),
             })
         }
         provider_names::OPENAI => Ok(ProviderConfig::OpenAi {
@@ -362,8 +396,8 @@ fn provider(args: &ServeArgs, secrets: &SecretValues) -> Result<ProviderConfig, 
 /// Without `LLM_PROVIDER`, follow the seed: Vertex settings mean Vertex, Azure
 /// settings mean Azure. Never the mock: a production pod must not answer from
 /// it by accident.
-fn infer_provider(args: &ServeArgs, secrets: &SecretValues) -> Option<String> {
-    if args.provider.vertex_project_id.is_some() {
+fn infer_provider(p: &cli::ProviderArgs, secrets: &SecretValues) -> Option<String> {
+    if p.vertex_project_id.is_some() {
         Some(provider_names::VERTEX_AI.to_owned())
     } else if secrets.optional(names::AZURE_OPENAI_ENDPOINT).is_some() {
         Some(provider_names::AZURE_OPENAI.to_owned())

@@ -164,4 +164,14 @@ impl SecretValues {
     pub fn required_with_hint(&self, name: &str, hint: &str) -> Result<Secret, ConfigError> {
         self.optional(name).ok_or_else(|| ConfigError::missing_with_hint(name, hint))
     }
+
+    /// The values under `prefix`, named without it (`FALLBACK_X` as `X`).
+    pub fn with_prefix(&self, prefix: &str) -> Self {
+        let values = self
+            .values
+            .iter()
+            .filter_map(|(name, value)| Some((name.strip_prefix(prefix)?.to_owned(), value.clone())))
+            .collect();
+        Self { values }
+    }
 }

@@ -5,6 +5,11 @@
 //!   one, which may be just as dead after a database restart). The write is
 //!   one statement, so a failed attempt stored nothing; a second failure is
 //!   the caller's `503 database_unavailable`.
+//! - The provider has already answered (and been paid for): when every
+//!   pooled connection is busy, the write waits for one up to
+//!   [`ANSWERED_TURN_POOL_WAIT`] instead of the pool's 3 s, so a burst of
+//!   streams ending together is stored late rather than lost. A pool that is
+//!   not full but cannot connect (the database is down) still fails after 3 s.
 //! - Inside a [`WriteUnit`] (a request with an `Idempotency-Key`), the write
 //!   runs in a transaction that stays open until the idempotency layer has
 //!   recorded the response in it: the turn and its stored response commit
@@ -15,6 +20,7 @@
 //! come from the pool.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sqlx::pool::PoolConnection;
@@ -47,7 +53,7 @@ impl Held {
                 Err(_) => Err(sqlx::Error::PoolTimedOut),
             }
         } else {
-            Ok(Self::Pooled(pool.acquire().await?))
+            Ok(Self::Pooled(acquire_answered(pool).await?))
         }
     }
 
@@ -58,6 +64,23 @@ impl Held {
             Self::Fresh(c) => {
                 let _ = c.close().await;
             }
+        }
+    }
+}
+
+/// How long an answered turn's write waits for a busy pool, in all.
+pub const ANSWERED_TURN_POOL_WAIT: Duration = Duration::from_secs(60);
+
+/// A pooled connection for an answered turn: the pool's own acquire, tried
+/// again while the pool is full (every connection busy: exhaustion, not an
+/// outage) until [`ANSWERED_TURN_POOL_WAIT`] has passed.
+async fn acquire_answered(pool: &PgPool) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + ANSWERED_TURN_POOL_WAIT;
+    loop {
+        match pool.acquire().await {
+            Err(sqlx::Error::PoolTimedOut)
+                if pool.size() >= pool.options().get_max_connections() && tokio::time::Instant::now() < deadline => {}
+            result => return result,
         }
     }
 }

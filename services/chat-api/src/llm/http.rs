@@ -8,6 +8,36 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::ProviderError;
 
+/// Largest provider response body read, whole or streamed (answers are a few
+/// KB to a few hundred KB): a broken or hostile upstream cannot make us
+/// allocate without bound.
+pub(super) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+fn too_large() -> ProviderError {
+    ProviderError::InvalidResponse(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+}
+
+/// Reads a whole body, refusing one larger than [`MAX_RESPONSE_BYTES`].
+async fn read_capped(mut response: reqwest::Response, timeout: Duration) -> Result<Bytes, ProviderError> {
+    if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| ProviderError::from_reqwest(&e, timeout))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Counts streamed bytes against [`MAX_RESPONSE_BYTES`].
+pub(super) fn count_streamed(total: &mut usize, chunk: &Bytes) -> Result<(), ProviderError> {
+    *total += chunk.len();
+    if *total > MAX_RESPONSE_BYTES { Err(too_large()) } else { Ok(()) }
+}
+
 /// Adds a header if its value is valid; a malformed request id or traceparent
 /// is dropped rather than failing the call.
 pub(super) fn optional_header(
@@ -38,7 +68,7 @@ pub(super) async fn send_buffered(
     let response = builder.timeout(timeout).send().await.map_err(|e| ProviderError::from_reqwest(&e, timeout))?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(|e| ProviderError::from_reqwest(&e, timeout))?;
+    let body = read_capped(response, timeout).await?;
     Ok((status, headers, body))
 }
 
@@ -60,10 +90,9 @@ pub(super) async fn send_streaming(
     }
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = tokio::time::timeout(timeout, response.bytes())
+    let body = tokio::time::timeout(timeout, read_capped(response, timeout))
         .await
-        .map_err(|_| ProviderError::Timeout(timeout))?
-        .map_err(|e| ProviderError::from_reqwest(&e, timeout))?;
+        .map_err(|_| ProviderError::Timeout(timeout))??;
     Err(on_error(status, &headers, &body))
 }
 

@@ -8,11 +8,13 @@
 //! | [`mock`] | the offline, deterministic provider |
 //! | `http` | sending a request under a timeout; header helpers |
 //! | `upstream_error` | turning a non-2xx answer (or an error in a stream) into a [`ProviderError`] without leaking credentials |
+//! | [`resilience`] | retries with backoff, the circuit breaker per endpoint, the fallback provider |
 //! | `sse` | decoding a server-sent-events body (framing by the `eventsource-stream` crate) into [`StreamEvent`]s |
 
 mod http;
 pub mod mock;
 pub mod openai;
+pub mod resilience;
 mod sse;
 mod upstream_error;
 pub mod vertex;
@@ -25,6 +27,7 @@ use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::config::ProviderConfig;
+use crate::metrics::Metrics;
 
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -103,6 +106,10 @@ pub enum ProviderError {
     ContentFiltered { message: String },
     #[error("the model provider answered {status}: {message}")]
     Upstream { status: u16, code: Option<String>, message: String },
+    /// A 5xx that says when to come back (`Retry-After` or its millisecond
+    /// spellings): the upstream is overloaded or restarting.
+    #[error("the model provider is overloaded (HTTP {status}): {message}")]
+    Overloaded { status: u16, retry_after: Duration, message: String },
     /// The provider finished without an answer (no text), for a reason other than a filter.
     #[error("the model provider gave no answer: {0}")]
     NoAnswer(String),
@@ -112,6 +119,14 @@ pub enum ProviderError {
     InvalidResponse(String),
     #[error("could not authenticate to the model provider: {0}")]
     Auth(String),
+    /// OpenAI's `429 insufficient_quota`: the account is out of credit or over
+    /// its spending limit. Not a passing rate limit: never retried.
+    #[error("the model provider's quota for this service is exhausted: {message}")]
+    QuotaExhausted { message: String },
+    /// The circuit breaker is open: the provider failed repeatedly and is not
+    /// called until `retry_after` has passed.
+    #[error("the model provider is unavailable after repeated failures; retry in {}s", retry_after.as_secs().max(1))]
+    Unavailable { retry_after: Duration },
 }
 
 impl ProviderError {
@@ -121,6 +136,8 @@ impl ProviderError {
             Self::Timeout(_) => "timeout",
             Self::RateLimited { .. } => "rate_limited",
             Self::ContentFiltered { .. } => "content_filtered",
+            Self::QuotaExhausted { .. } => "quota_exhausted",
+            Self::Unavailable { .. } => "circuit_open",
             _ => "error",
         }
     }
@@ -171,9 +188,42 @@ pub trait ChatProvider: Send + Sync + 'static {
     /// [`ProviderError::ContentFiltered`]); nothing comes after `Done` or an
     /// error.
     async fn stream(&self, request: &CompletionRequest) -> Result<ProviderStream, ProviderError>;
+
+    /// The circuit breakers in front of the upstream endpoints (a detail of
+    /// `/readyz`); none for a provider without one.
+    fn upstreams(&self) -> Vec<resilience::UpstreamHealth> {
+        Vec::new()
+    }
 }
 
-/// Builds the configured provider.
+/// Builds the configured provider behind retries and its circuit breaker,
+/// with the fallback provider when one is configured. The mock alone is not
+/// wrapped: it is offline and deterministic, so a retry could only slow its
+/// `/mock-error` turns down.
+pub fn build_resilient(
+    primary: &ProviderConfig,
+    fallback: Option<&ProviderConfig>,
+    settings: resilience::ResilienceConfig,
+    http: reqwest::Client,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> Arc<dyn ChatProvider> {
+    if *primary == ProviderConfig::Mock && fallback.is_none() {
+        return build(primary, http, timeout);
+    }
+    let guarded = |config, endpoint| {
+        resilience::Guarded::new(build(config, http.clone(), timeout), endpoint, settings, timeout, metrics.clone())
+    };
+    let primary = guarded(primary, resilience::PRIMARY);
+    match fallback {
+        Some(config) => {
+            Arc::new(resilience::Fallback::new(primary, guarded(config, resilience::FALLBACK), metrics.clone()))
+        }
+        None => Arc::new(primary),
+    }
+}
+
+/// Builds the configured provider (no retries, no breaker).
 pub fn build(config: &ProviderConfig, http: reqwest::Client, timeout: Duration) -> Arc<dyn ChatProvider> {
     match config {
         ProviderConfig::AzureOpenAi { endpoint, deployment, api_version, api_key } => {

@@ -2,7 +2,9 @@
 //! (lines, `data:` fields, comments, events split across reads) is the
 //! `eventsource-stream` crate's; what each event's data means is a
 //! provider's [`SseDecoder`]. The silence between two chunks of the body is
-//! bounded, and the stream ends after `Done` or the first error.
+//! bounded, so is the body's size (`http::MAX_RESPONSE_BYTES`, which also
+//! bounds an event that never ends), and the stream ends after `Done` or the
+//! first error.
 
 use std::time::Duration;
 
@@ -27,12 +29,15 @@ fn body_with_idle_timeout(
     response: reqwest::Response,
     idle: Duration,
 ) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + 'static {
-    futures::stream::unfold(Some(response), move |response| async move {
-        let mut response = response?;
+    futures::stream::unfold(Some((response, 0)), move |state| async move {
+        let (mut response, mut total) = state?;
         match tokio::time::timeout(idle, response.chunk()).await {
             Err(_) => Some((Err(ProviderError::Timeout(idle)), None)),
             Ok(Err(e)) => Some((Err(ProviderError::from_reqwest(&e, idle)), None)),
-            Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some(response))),
+            Ok(Ok(Some(chunk))) => match super::http::count_streamed(&mut total, &chunk) {
+                Ok(()) => Some((Ok(chunk), Some((response, total)))),
+                Err(e) => Some((Err(e), None)),
+            },
             Ok(Ok(None)) => None,
         }
     })
@@ -42,7 +47,11 @@ fn framing_error(err: EventStreamError<ProviderError>) -> ProviderError {
     match err {
         EventStreamError::Transport(e) => e,
         EventStreamError::Utf8(_) => ProviderError::InvalidResponse("the event stream is not UTF-8".into()),
-        EventStreamError::Parser(e) => ProviderError::InvalidResponse(format!("malformed event stream: {e}")),
+        // The parser's error quotes the rest of the input: only its start is shown.
+        EventStreamError::Parser(e) => ProviderError::InvalidResponse(format!(
+            "malformed event stream: {}",
+            super::upstream_error::excerpt(e.to_string().as_bytes(), 120)
+        )),
     }
 }
 

@@ -11,6 +11,8 @@ use super::ProviderError;
 
 /// Longest upstream error message we pass on.
 pub(super) const MAX_MESSAGE_CHARS: usize = 500;
+/// OpenAI's code (and type) for an account out of credit.
+const INSUFFICIENT_QUOTA: &str = "insufficient_quota";
 /// Longest raw (non-JSON) error body excerpt we pass on.
 const MAX_RAW_BODY_CHARS: usize = 200;
 
@@ -59,18 +61,32 @@ pub(super) fn in_stream_error(error: Value, secrets: &[&str]) -> ProviderError {
     }
 }
 
-/// How long to wait before retrying: `retry-after-ms` (Azure) or `Retry-After` seconds.
+/// How long the upstream asks us to wait before retrying, from the first of
+/// `retry-after-ms` (OpenAI, Azure), `x-ms-retry-after-ms` (Azure) and
+/// `Retry-After` (seconds or an HTTP date, RFC 9110 section 10.2.3) that holds
+/// a usable value.
 pub(super) fn retry_delay(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    header("retry-after-ms")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|ms| ms.is_finite() && *ms >= 0.0)
-        .map(|ms| Duration::from_millis(ms.round() as u64))
-        .or_else(|| {
-            header(reqwest::header::RETRY_AFTER.as_str())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs)
-        })
+    retry_delay_at(headers, std::time::SystemTime::now())
+}
+
+fn retry_delay_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let millis = |name| {
+        header(name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 1e12)
+            .map(|ms| Duration::from_millis(ms.round() as u64))
+    };
+    millis("retry-after-ms").or_else(|| millis("x-ms-retry-after-ms")).or_else(|| {
+        let value = header(reqwest::header::RETRY_AFTER.as_str())?;
+        match value.parse::<u64>() {
+            Ok(secs) => Some(Duration::from_secs(secs)),
+            Err(_) => {
+                let at = httpdate::parse_http_date(value).ok()?;
+                Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+            }
+        }
+    })
 }
 
 /// The error for a non-2xx answer, common to all providers: 429 is
@@ -94,18 +110,25 @@ pub(super) fn status_error(
     };
     let message = scrub(&message, secrets);
     match status {
+        429 if code.as_deref() == Some(INSUFFICIENT_QUOTA) => ProviderError::QuotaExhausted { message },
         429 => ProviderError::RateLimited { retry_after: retry_delay(headers), message },
         401 | 403 => ProviderError::Upstream {
             status,
             code,
             message: format!("the {credential} was rejected (HTTP {status}); check the provider credentials"),
         },
+        500.. => match retry_delay(headers) {
+            Some(retry_after) => ProviderError::Overloaded { status, retry_after, message },
+            None => ProviderError::Upstream { status, code, message },
+        },
         _ => ProviderError::Upstream { status, code, message },
     }
 }
 
+/// serde_json's message quotes the offending value (a string may be huge): it is cut too.
 pub(super) fn invalid_json(err: &serde_json::Error, body: &[u8]) -> ProviderError {
-    ProviderError::InvalidResponse(format!("{err}; body starts with {:?}", excerpt(body, 80)))
+    let reason = excerpt(err.to_string().as_bytes(), 200);
+    ProviderError::InvalidResponse(format!("{reason}; body starts with {:?}", excerpt(body, 80)))
 }
 
 /// The first `max` characters of `bytes` (lossy UTF-8), with `…` when cut.
@@ -116,6 +139,16 @@ pub(super) fn excerpt(bytes: &[u8], max: usize) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
+}
+
+/// A short upstream-supplied word (a finish or block reason, category names), cut to 100 characters.
+pub(super) fn short(text: &str) -> String {
+    excerpt(text.as_bytes(), 100)
+}
+
+/// An upstream-supplied message, cut to [`MAX_MESSAGE_CHARS`].
+pub(super) fn message_excerpt(text: &str) -> String {
+    excerpt(text.as_bytes(), MAX_MESSAGE_CHARS)
 }
 
 /// Replaces every occurrence of a secret with `[redacted]`.
@@ -150,6 +183,47 @@ mod tests {
         assert_eq!(retry_delay(&h), Some(Duration::from_secs(7)));
         h.insert("retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(retry_delay(&h), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn every_retry_header_is_read() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            retry_delay_at(&h, now)
+        };
+        assert_eq!(with(&[("x-ms-retry-after-ms", "250")]), Some(Duration::from_millis(250)));
+        assert_eq!(with(&[("x-ms-retry-after-ms", "250"), ("retry-after", "3")]), Some(Duration::from_millis(250)));
+        assert_eq!(with(&[("retry-after-ms", "junk"), ("retry-after", "3")]), Some(Duration::from_secs(3)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(12));
+        assert_eq!(with(&[("retry-after", &date)]), Some(Duration::from_secs(12)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        assert_eq!(with(&[("retry-after", &past)]), Some(Duration::ZERO));
+        assert_eq!(with(&[("retry-after", "soon")]), None);
+        assert_eq!(with(&[]), None);
+    }
+
+    #[test]
+    fn a_5xx_with_a_retry_header_is_overloaded() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        let err = status_error(503, &h, br#"{"error":{"message":"busy"}}"#, "API key", &[]);
+        assert_eq!(
+            err,
+            ProviderError::Overloaded { status: 503, retry_after: Duration::from_secs(2), message: "busy".into() }
+        );
+        let err = status_error(400, &h, br#"{"error":{"message":"bad"}}"#, "API key", &[]);
+        assert!(matches!(err, ProviderError::Upstream { status: 400, .. }));
+    }
+
+    #[test]
+    fn insufficient_quota_is_not_a_rate_limit() {
+        let body = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+        let err = status_error(429, &HeaderMap::new(), body, "API key", &[]);
+        assert_eq!(err, ProviderError::QuotaExhausted { message: "You exceeded your current quota".into() });
     }
 
     #[test]

@@ -179,6 +179,44 @@ async fn an_exhausted_pool_is_503_not_a_queue(pool: PgPool) {
     assert_eq!(app.chat(json!({"user_message": "hi", "client_user_id": USER})).await.status, 200);
 }
 
+/// A turn the provider has answered is not thrown away because every pooled
+/// connection is busy at that moment: its write waits past the pool's 3 s
+/// acquire timeout (as a burst of streams ending together needs) and stores.
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn an_answered_turn_waits_for_a_busy_pool_and_is_stored(pool: PgPool) {
+    let upstream = FakeUpstream::start().await;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    upstream.set_default(FakeResponse::json(200, completion("kept", 5, 2)).held_until(gate.clone()));
+    let base = format!("{}/v1", upstream.url);
+    let settings = config(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base), ("OPENAI_MODEL", "gpt-test")]);
+    let app = std::sync::Arc::new(app_with(service_pool(&database_url(&pool), 1), &settings));
+    let turn = tokio::spawn({
+        let app = app.clone();
+        async move { app.chat(json!({"user_message": "hold on", "client_user_id": USER})).await }
+    });
+    for _ in 0..500 {
+        if !upstream.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.requests().len(), 1, "the turn reached the provider");
+    // The pool's only connection, busy while the answer arrives and for longer
+    // than the pool's own acquire timeout.
+    let held = tokio::time::timeout(Duration::from_secs(10), app.state.pool.acquire())
+        .await
+        .expect("the turn holds no connection while the provider answers")
+        .unwrap();
+    gate.add_permits(1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!turn.is_finished(), "the answered turn is still waiting for a connection");
+    drop(held);
+    let reply = turn.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["ai_response"], "kept");
+    assert_eq!(app.message_count().await, 2);
+}
+
 /// An app on the OpenAI-compatible fake upstream whose database connections
 /// go through a proxy the test can break.
 async fn behind_proxy(pool: &PgPool) -> (TestApp, FakeUpstream, TcpProxy) {

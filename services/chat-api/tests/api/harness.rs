@@ -40,11 +40,13 @@ impl Reply {
 /// Configuration for tests: mock provider unless `vars` say otherwise, and
 /// summaries off (the service's default is on): a background summary call
 /// would take scripted upstream answers meant for turns. Summary tests turn
-/// them on with `("SUMMARIES", "on")`.
+/// them on with `("SUMMARIES", "on")`. No provider retries either: each
+/// scripted upstream answer is the only attempt unless a test turns them on.
 pub fn config(vars: &[(&str, &str)]) -> Config {
     let mut all = vec![
         ("LLM_PROVIDER", "mock"),
         ("LOG_FORMAT", "text"),
+        ("LLM_MAX_RETRIES", "0"),
         ("SUMMARIES", "off"),
         ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
         ("INTERNAL_API_KEY", API_KEY),

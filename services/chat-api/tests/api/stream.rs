@@ -74,7 +74,9 @@ struct Upstreams {
 }
 
 fn config_for(vars: &[(&str, &str)], secrets: &[(&str, &str)]) -> Config {
+    // No provider retries: each scripted answer is the only attempt (tests/api/resilience.rs has them).
     let mut all = vec![
+        ("LLM_MAX_RETRIES", "0"),
         ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
         ("INTERNAL_API_KEY", API_KEY),
         ("JWT_SECRET", JWT_SECRET),

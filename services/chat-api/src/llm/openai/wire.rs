@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::super::sse::SseDecoder;
-use super::super::upstream_error::{in_stream_error, invalid_json, parse_error_body, status_error};
+use super::super::upstream_error::{in_stream_error, invalid_json, parse_error_body, short, status_error};
 use super::super::{ChatMessage, Completion, ProviderError, Role, StreamEvent, Usage};
 
 // ---------------------------------------------------------------------------
@@ -128,7 +128,7 @@ pub(super) fn parse_completion(body: &[u8], fallback_model: &str) -> Result<Comp
 
 fn no_answer(finish_reason: Option<&str>) -> ProviderError {
     ProviderError::NoAnswer(match finish_reason {
-        Some(reason) => format!("the answer has no text (finish reason {reason})"),
+        Some(reason) => format!("the answer has no text (finish reason {})", short(reason)),
         None => "the answer has no text".to_owned(),
     })
 }
@@ -138,7 +138,7 @@ fn filtered_answer(results: Option<&Value>) -> ProviderError {
     let message = if categories.is_empty() {
         "the answer was withheld".to_owned()
     } else {
-        format!("the answer was withheld (categories: {})", categories.join(", "))
+        format!("the answer was withheld (categories: {})", short(&categories.join(", ")))
     };
     ProviderError::ContentFiltered { message }
 }
@@ -186,7 +186,7 @@ pub(super) fn chat_error(
             let message = if categories.is_empty() {
                 "the prompt was rejected".to_owned()
             } else {
-                format!("the prompt was rejected (categories: {})", categories.join(", "))
+                format!("the prompt was rejected (categories: {})", short(&categories.join(", ")))
             };
             return ProviderError::ContentFiltered { message };
         }

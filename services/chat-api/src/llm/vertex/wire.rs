@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::super::sse::SseDecoder;
-use super::super::upstream_error::{in_stream_error, invalid_json};
+use super::super::upstream_error::{in_stream_error, invalid_json, message_excerpt, short};
 use super::super::{ChatMessage, Completion, ProviderError, Role, StreamEvent, Usage};
 
 /// Finish reasons meaning a safety or policy filter withheld the answer
@@ -169,8 +169,10 @@ impl Answer {
         if let Some(feedback) = &response.prompt_feedback
             && let Some(reason) = feedback.block_reason.as_deref()
         {
+            // Upstream texts are cut: they are passed on to the caller.
+            let reason = short(reason);
             let message = match feedback.block_reason_message.as_deref() {
-                Some(d) => format!("the prompt was blocked ({reason}): {d}"),
+                Some(d) => format!("the prompt was blocked ({reason}): {}", message_excerpt(d)),
                 None => format!("the prompt was blocked ({reason})"),
             };
             return Err(ProviderError::ContentFiltered { message });
@@ -181,7 +183,7 @@ impl Answer {
             Some(c) => {
                 if let Some(reason) = c.finish_reason.as_deref().filter(|r| FILTERED_FINISH_REASONS.contains(r)) {
                     let message = match c.finish_message.as_deref() {
-                        Some(m) => format!("the answer was withheld ({reason}): {m}"),
+                        Some(m) => format!("the answer was withheld ({reason}): {}", message_excerpt(m)),
                         None => format!("the answer was withheld ({reason})"),
                     };
                     return Err(ProviderError::ContentFiltered { message });
@@ -217,7 +219,7 @@ fn normalise_finish_reason(reason: &str) -> String {
 /// A finish without any answer text (`OTHER`, `MALFORMED_FUNCTION_CALL`, ...).
 fn no_answer(reason: Option<&str>) -> ProviderError {
     ProviderError::NoAnswer(match reason {
-        Some(reason) => format!("the model stopped without text (finish reason {reason})"),
+        Some(reason) => format!("the model stopped without text (finish reason {})", short(reason)),
         None => "the model stopped without text".to_owned(),
     })
 }
