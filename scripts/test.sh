@@ -8,6 +8,14 @@ set -euo pipefail
 cd "$REPO_ROOT"
 
 started=$(date +%s)
+# Each stage's wall time, printed at the end: what a CI run spends where.
+timings=() stage_name="setup" stage_started=$started
+stage() {
+  local now; now=$(date +%s)
+  timings+=("$stage_name $(( now - stage_started ))s")
+  stage_name=$1 stage_started=$now
+  [ -z "${2:-}" ] || log "$2"
+}
 need_debs postgresql openssl ca-certificates python3
 need_rust
 need_go
@@ -23,13 +31,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "checking formatting"
+stage fmt "checking formatting"
 cargo fmt --all -- --check
 
 eval "$(scripts/pg.sh start)"
 export DATABASE_URL
 
-log "building (or reusing) the Kubernetes test control plane"
+stage k8s-plane "building (or reusing) the Kubernetes test control plane"
 bash scripts/k8s-testenv.sh build
 K8S_UP=1
 up=$(bash scripts/k8s-testenv.sh up) && eval "$up"
@@ -37,25 +45,27 @@ export KUBECONFIG
 eval "$(bash scripts/k8s-testenv.sh env)"   # KUBEBUILDER_ASSETS, and kubectl/helm on PATH
 bash scripts/k8s-testenv.sh smoke
 
-log "chart, manifests and image checks"
+stage chart "chart, manifests and image checks"
 bash scripts/chart-test.sh
 
-log "Prometheus: rules, promtool unit tests, dashboard and alert queries on a live Prometheus"
+stage prometheus "Prometheus: rules, promtool unit tests, dashboard and alert queries on a live Prometheus"
 bash scripts/prometheus-test.sh
 
-log "clippy"
+stage clippy "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-log "cargo test"
+stage cargo-test "cargo test"
 cargo test --workspace --no-fail-fast
 
-log "schemathesis against the live chat API's OpenAPI document (scripts/schemathesis.sh)"
+stage schemathesis "schemathesis against the live chat API's OpenAPI document (scripts/schemathesis.sh)"
 bash scripts/schemathesis.sh
 
 # Last: the loopback plane gives way to the same plane with a real node (every controller runs
 # there, which the controller's own tests above must not see), images are built from the
 # Dockerfile with the binaries cargo just built, and the chart is installed for real.
-log "end-to-end suite on a real node (scripts/e2e.sh)"
+stage e2e "end-to-end suite on a real node (scripts/e2e.sh)"
 bash scripts/e2e.sh --no-cargo
 
+stage done
+log "stage timings: ${timings[*]}"
 log "all tests passed in $(( $(date +%s) - started ))s"
