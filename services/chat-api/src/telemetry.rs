@@ -18,9 +18,12 @@ use crate::config::ConfigError;
 use crate::config::cli::TelemetryArgs;
 use crate::metrics::Metrics;
 use crate::request_id;
+use colloquy_contract::paths;
 
 /// The `route` metric label of requests no route matched.
 const UNMATCHED_ROUTE: &str = "unmatched";
+/// Routes kubelets and load balancers poll: logged at DEBUG, not INFO.
+const PROBE_ROUTES: &[&str] = &[paths::LIVEZ, paths::READYZ, paths::HEALTH];
 
 /// The chat API as a telemetry service.
 pub const SERVICE: colloquy_telemetry::Service =
@@ -71,6 +74,9 @@ pub async fn observe_request(State(metrics): State<Arc<Metrics>>, request: Reque
     let user = response.extensions().get::<ActingUser>().map(|u| u.0.to_string()).unwrap_or_default();
     if status >= 500 {
         tracing::warn!(request_id = %id, %method, route, status, latency_ms, caller, user, "request");
+    } else if PROBE_ROUTES.contains(&metric_route.as_str()) {
+        // Kubelets probe every few seconds per pod: at INFO they would drown the turns.
+        tracing::debug!(request_id = %id, %method, route, status, latency_ms, "probe");
     } else {
         tracing::info!(request_id = %id, %method, route, status, latency_ms, caller, user, "request");
     }

@@ -132,6 +132,12 @@ async fn settle(chat: &ChatService, task: &ClaimedTask, result: Result<TaskOutco
         }
         Err(error) => {
             let give_up = task.kind == TaskKind::Title && task.attempts >= TITLE_MAX_ATTEMPTS;
+            // A provider's own error text may quote the conversation: neither the
+            // log nor the task row keeps it, only its kind.
+            let error = match &error {
+                TaskError::Provider(e) => format!("provider: {}", e.error_type()),
+                other => other.to_string(),
+            };
             tracing::warn!(
                 error = %error, conversation_id = %task.conversation_id, kind, attempts = task.attempts, give_up,
                 "background task failed"
@@ -141,7 +147,7 @@ async fn settle(chat: &ChatService, task: &ClaimedTask, result: Result<TaskOutco
                 tasks::abandon(pool, task).await
             } else {
                 chat.metrics.observe_background_task(kind, "failed");
-                tasks::fail(pool, task, retry_delay(task.attempts), &error.to_string()).await
+                tasks::fail(pool, task, retry_delay(task.attempts), &error).await
             }
         }
     };
