@@ -211,4 +211,7 @@ pub mod commands {
 pub mod headers {
     pub const API_KEY: &str = "x-api-key";
     pub const REQUEST_ID: &str = "x-request-id";
+    /// On `/v1`, with the internal API key as the Bearer token: the end user
+    /// the calling server acts for (the SDKs' `default_headers`).
+    pub const CLIENT_USER_ID: &str = "x-client-user-id";
 }

@@ -5,12 +5,14 @@
 //! [`ChatService::commit`]; only what happens between them differs.
 
 mod context;
+mod items;
 mod order;
 mod provider_call;
 mod spans;
+mod stateless;
 mod stream;
 mod usage;
-mod validate;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,7 @@ use crate::metrics::Metrics;
 pub use context::{build_messages, history_from_texts};
 pub use order::{ClaimGuard, TurnOrder};
 pub use provider_call::ProviderCall;
+pub use stateless::{StatelessAnswer, StatelessEvent, StatelessStream};
 pub use stream::{TurnEvent, TurnStream};
 pub use validate::title_from;
 
@@ -66,6 +69,8 @@ pub struct TurnInput {
 #[derive(Debug, Clone)]
 pub struct TurnOutput {
     pub conversation_id: Uuid,
+    /// The stored answer's message id (`None` when nothing was answered).
+    pub answer_id: Option<Uuid>,
     pub text: String,
     /// The provider's counts, or an estimate when it reported none.
     pub usage: Usage,
@@ -78,6 +83,9 @@ pub struct TurnOutput {
 pub struct PreparedTurn {
     pub conversation_id: Uuid,
     pub request_id: String,
+    /// The id the answer will be stored under (known before it exists, e.g.
+    /// for an OpenAI response id).
+    pub answer_id: Uuid,
     user_id: Uuid,
     is_new: bool,
     claim: Option<ClaimGuard>,
@@ -123,6 +131,7 @@ impl ChatService {
         Ok(PreparedTurn {
             conversation_id,
             request_id: input.request_id,
+            answer_id: Uuid::new_v4(),
             user_id: input.user_id,
             is_new,
             claim,
@@ -134,7 +143,17 @@ impl ChatService {
 
     /// Stores a turn's answer (and releases its claim) in one statement.
     pub async fn commit(&self, turn: PreparedTurn, completion: Completion) -> Result<TurnOutput, ApiError> {
-        let PreparedTurn { conversation_id, request_id, user_id, is_new, claim, mut to_store, title, request } = turn;
+        let PreparedTurn {
+            conversation_id,
+            request_id,
+            answer_id,
+            user_id,
+            is_new,
+            claim,
+            mut to_store,
+            title,
+            request,
+        } = turn;
         if completion.text.trim().is_empty() {
             // Never stored as a successful turn (the providers already refuse this).
             return Err(ProviderError::NoAnswer("the answer is empty".into()).into());
@@ -143,6 +162,8 @@ impl ChatService {
             Some(usage) => (usage, false),
             None => (usage::estimate(&request.messages, &completion.text), true),
         };
+        let mut ids = turns::new_ids(to_store.len());
+        ids.push(answer_id);
         to_store.push((Role::Assistant, completion.text.clone()));
         let new_turn = NewTurn {
             conversation_id,
@@ -151,6 +172,7 @@ impl ChatService {
             model: Some(&completion.model),
             delta: UsageDelta { usage, turns: 1, estimated_turns: u64::from(estimated) },
             messages: to_store,
+            ids,
         };
         let stored = if is_new {
             let create = turns::create(&self.pool, new_turn, title.as_deref());
@@ -170,12 +192,24 @@ impl ChatService {
             self.metrics.conversations_created.inc();
         }
         self.metrics.turns_stored.inc();
-        Ok(TurnOutput { conversation_id, text: completion.text, usage, model: completion.model, request_id })
+        Ok(TurnOutput {
+            conversation_id,
+            answer_id: Some(answer_id),
+            text: completion.text,
+            usage,
+            model: completion.model,
+            request_id,
+        })
     }
 
     /// Answers one user message and stores the turn.
     pub async fn turn(&self, input: TurnInput) -> Result<TurnOutput, ApiError> {
-        let mut turn = self.prepare(input).await?;
+        let turn = self.prepare(input).await?;
+        self.answer(turn).await
+    }
+
+    /// Answers a prepared turn (whole) and stores it.
+    pub async fn answer(&self, mut turn: PreparedTurn) -> Result<TurnOutput, ApiError> {
         let call = ProviderCall::start(self.provider.as_ref(), &self.metrics, &mut turn.request);
         let completion = call.complete(self.provider.as_ref(), &turn.request, self.settings.llm_timeout).await?;
         self.commit(turn, completion).await
@@ -186,7 +220,12 @@ impl ChatService {
     /// conversation, busy conversation, database down) are returned here.
     pub async fn turn_stream(&self, input: TurnInput) -> Result<TurnStream, ApiError> {
         let turn = self.prepare(input).await?;
-        Ok(TurnStream::new(self.clone(), turn))
+        Ok(self.answer_stream(turn))
+    }
+
+    /// Answers a prepared turn as a stream of events (see [`TurnStream`]).
+    pub fn answer_stream(&self, turn: PreparedTurn) -> TurnStream {
+        TurnStream::new(self.clone(), turn)
     }
 
     /// Creates a conversation from prior history. When the history ends with a
@@ -215,6 +254,7 @@ impl ChatService {
             claim: None,
             model: None,
             delta: UsageDelta::default(),
+            ids: turns::new_ids(history.len()),
             messages: history_from_texts(&history),
         };
         let create = turns::create(&self.pool, new_turn, title.as_deref());
@@ -222,6 +262,7 @@ impl ChatService {
         self.metrics.conversations_created.inc();
         Ok(TurnOutput {
             conversation_id,
+            answer_id: None,
             text: String::new(),
             usage: Usage::default(),
             model: self.provider.model().to_owned(),

@@ -2,6 +2,7 @@
 //! migrations, and the conversation store.
 
 pub mod conversations;
+pub mod openai;
 pub mod turns;
 
 use std::time::{Duration, Instant};

@@ -170,26 +170,37 @@ pub struct NewTurn<'a> {
     pub model: Option<&'a str>,
     pub delta: UsageDelta,
     pub messages: Vec<(Role, String)>,
+    /// The messages' ids, in the same order: chosen by the service, so that a
+    /// message can be named before it is stored (an OpenAI response id names
+    /// its answer from the first streamed event). See [`new_ids`].
+    pub ids: Vec<Uuid>,
+}
+
+/// Fresh ids for `n` messages.
+pub fn new_ids(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::new_v4()).collect()
 }
 
 struct Columns {
     roles: Vec<&'static str>,
     texts: Vec<String>,
+    ids: Vec<Uuid>,
 }
 
-fn columns(messages: Vec<(Role, String)>) -> Columns {
+fn columns(messages: Vec<(Role, String)>, ids: Vec<Uuid>) -> Columns {
+    assert_eq!(messages.len(), ids.len(), "one id per message");
     let (roles, texts) = messages.into_iter().map(|(role, text)| (role_str(role), text)).unzip();
-    Columns { roles, texts }
+    Columns { roles, texts, ids }
 }
 
 /// `msgs` and `last` of the storing statements: the messages laid out from
 /// `times.first_at`, one microsecond apart, the last one (the answer) at the
 /// statement's time when that is later.
 const LAYOUT: &str = "msgs AS ( \
-         SELECT m.role, m.text, CASE WHEN m.ord < cardinality($7::text[]) \
+         SELECT m.id, m.role, m.text, CASE WHEN m.ord < cardinality($7::text[]) \
              THEN t.first_at + (m.ord - 1) * interval '1 microsecond' \
              ELSE GREATEST(now(), t.first_at + (m.ord - 1) * interval '1 microsecond') END AS at \
-         FROM times t, UNNEST($7::text[], $8::text[]) WITH ORDINALITY AS m(role, text, ord) \
+         FROM times t, UNNEST($7::text[], $8::text[], $12::uuid[]) WITH ORDINALITY AS m(role, text, id, ord) \
      ), last AS (SELECT max(at) AS at FROM msgs)";
 
 /// The accumulated `token_usage` after this turn (`estimated_turns` appears once a turn was estimated).
@@ -218,7 +229,7 @@ pub enum Stored {
 /// time). Nothing is stored unless the claim is still this turn's.
 pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
     let token = turn.claim.unwrap_or_else(Uuid::nil);
-    let cols = columns(turn.messages);
+    let cols = columns(turn.messages, turn.ids);
     let sql = format!(
         "WITH times AS ( \
              SELECT GREATEST(k.claimed_at, c.last_message_at + interval '1 microsecond') AS first_at \
@@ -237,8 +248,8 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
              WHERE conversation_id = $1 AND user_id = $2 AND EXISTS (SELECT 1 FROM released) \
              RETURNING conversation_id \
          ), inserted AS ( \
-             INSERT INTO chatbot_user_memory (conversation_id, user_id, role, content, created_at) \
-             SELECT conv.conversation_id, $2, msgs.role, jsonb_build_object('text', msgs.text), msgs.at \
+             INSERT INTO chatbot_user_memory (id, conversation_id, user_id, role, content, created_at) \
+             SELECT msgs.id, conv.conversation_id, $2, msgs.role, jsonb_build_object('text', msgs.text), msgs.at \
              FROM conv, msgs \
              RETURNING 1 \
          ) \
@@ -257,6 +268,7 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
         .bind(as_i64(turn.delta.estimated_turns))
         .bind(token)
         .bind(turn.model)
+        .bind(&cols.ids)
         .fetch_one(pool)
         .await?;
     Ok(match (stored, exists) {
@@ -268,8 +280,12 @@ pub async fn append(pool: &PgPool, turn: NewTurn<'_>) -> Result<Stored, sqlx::Er
 
 /// Creates a conversation with its first messages, in one statement, stamped
 /// with the statement's database time.
-pub async fn create(pool: &PgPool, turn: NewTurn<'_>, title: Option<&str>) -> Result<Stored, sqlx::Error> {
-    let cols = columns(turn.messages);
+pub async fn create(
+    db: impl sqlx::PgExecutor<'_>,
+    turn: NewTurn<'_>,
+    title: Option<&str>,
+) -> Result<Stored, sqlx::Error> {
+    let cols = columns(turn.messages, turn.ids);
     let sql = format!(
         "WITH times AS (SELECT now() AS first_at), {LAYOUT}, \
          conv AS ( \
@@ -280,8 +296,8 @@ pub async fn create(pool: &PgPool, turn: NewTurn<'_>, title: Option<&str>) -> Re
                     (SELECT at FROM last) \
              RETURNING conversation_id \
          ), inserted AS ( \
-             INSERT INTO chatbot_user_memory (conversation_id, user_id, role, content, created_at) \
-             SELECT conv.conversation_id, $2, msgs.role, jsonb_build_object('text', msgs.text), msgs.at \
+             INSERT INTO chatbot_user_memory (id, conversation_id, user_id, role, content, created_at) \
+             SELECT msgs.id, conv.conversation_id, $2, msgs.role, jsonb_build_object('text', msgs.text), msgs.at \
              FROM conv, msgs \
              RETURNING 1 \
          ) \
@@ -299,7 +315,8 @@ pub async fn create(pool: &PgPool, turn: NewTurn<'_>, title: Option<&str>) -> Re
         .bind(as_i64(turn.delta.estimated_turns))
         .bind(turn.model)
         .bind(title)
-        .fetch_one(pool)
+        .bind(&cols.ids)
+        .fetch_one(db)
         .await?;
     Ok(if stored { Stored::Ok } else { Stored::NotFound })
 }

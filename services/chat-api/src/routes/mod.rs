@@ -5,6 +5,8 @@ mod conversations;
 pub mod docs;
 mod extract;
 mod health;
+mod sse;
+mod v1;
 
 use std::sync::Arc;
 
@@ -45,12 +47,13 @@ impl FromRef<AppState> for Arc<Authenticator> {
 
 fn cors(origins: &AllowedOrigins) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static(headers::API_KEY),
             HeaderName::from_static(headers::REQUEST_ID),
+            HeaderName::from_static(headers::CLIENT_USER_ID),
             HeaderName::from_static("traceparent"),
         ])
         .expose_headers([HeaderName::from_static(headers::REQUEST_ID)]);
@@ -72,6 +75,7 @@ pub fn api_router(state: AppState, origins: &AllowedOrigins) -> Router {
         .route(paths::HEALTH, get(health::health))
         .route(paths::LIVEZ, get(health::livez))
         .route(paths::READYZ, get(health::readyz))
+        .nest("/v1", v1::router())
         .merge(docs::router())
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .with_state(state)
