@@ -25,3 +25,5 @@ mod order;
 mod schema;
 #[path = "api/stream.rs"]
 mod stream;
+#[path = "api/v1.rs"]
+mod v1;

@@ -180,7 +180,7 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    if let Err(response) = models::check(&state, &body.model) {
+    if let Some(response) = models::unknown(&state, &body.model) {
         return Ok(response);
     }
     if body.n.is_some_and(|n| n != 1) {

@@ -40,10 +40,10 @@ fn configured(state: &AppState) -> Model {
     Model { id: provider.model().to_owned(), object: "model", created: 0, owned_by: provider.name().to_owned() }
 }
 
-/// Checks that a request names the configured model: anything else is a 404
-/// `model_not_found`, as OpenAI answers.
-pub fn check(state: &AppState, model: &str) -> Result<(), Response> {
-    if model == state.chat.provider.model() { Ok(()) } else { Err(model_not_found(model)) }
+/// The answer to a request naming another model than the configured one: a
+/// 404 `model_not_found`, as OpenAI answers; `None` for the configured model.
+pub fn unknown(state: &AppState, model: &str) -> Option<Response> {
+    (model != state.chat.provider.model()).then(|| model_not_found(model))
 }
 
 fn model_not_found(model: &str) -> Response {
@@ -88,8 +88,5 @@ pub async fn retrieve(
     _user: User,
     ApiPath(model): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    Ok(match check(&state, &model) {
-        Ok(()) => Json(configured(&state)).into_response(),
-        Err(response) => response,
-    })
+    Ok(unknown(&state, &model).unwrap_or_else(|| Json(configured(&state)).into_response()))
 }

@@ -252,7 +252,7 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateResponseRequest>,
 ) -> Result<Response, ApiError> {
-    if let Some(Err(response)) = body.model.as_deref().map(|m| models::check(&state, m)) {
+    if let Some(response) = body.model.as_deref().and_then(|m| models::unknown(&state, m)) {
         return Ok(response);
     }
     let Input { instructions, mut messages } = input(&body)?;
