@@ -305,3 +305,24 @@ async fn the_openapi_document_describes_v1(pool: PgPool) {
     assert!(["get", "post", "delete"].iter().all(|m| conversation.get(m).is_some()));
     assert!(spec.body["components"]["schemas"].get("OpenAiErrorBody").is_some());
 }
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn items_appended_during_a_response_land_after_its_answer(pool: PgPool) {
+    let (app, upstream) = app_with_upstream(pool.clone(), &[]).await;
+    let me = as_user(&key(), USER);
+    upstream.set_responder(openai_echo::echo);
+    let first = v1(&app, Method::POST, "/v1/responses", &me, Some(json!({"input": "q0"}))).await;
+    let conversation = first.body["conversation"]["id"].as_str().unwrap().to_owned();
+    // The next answer takes a while; the items arrive meanwhile.
+    upstream.set_responder(|request| openai_echo::echo(request).with_delay(std::time::Duration::from_millis(300)));
+    let turn = v1(&app, Method::POST, "/v1/responses", &me, Some(json!({"input": "q1", "conversation": conversation})));
+    let items = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let body = json!({"items": [{"role": "user", "content": "note"}]});
+        v1(&app, Method::POST, &format!("/v1/conversations/{conversation}/items"), &me, Some(body)).await
+    };
+    let (turn, items) = tokio::join!(turn, items);
+    assert_eq!((turn.status.as_u16(), items.status.as_u16()), (200, 200), "{} {}", turn.body, items.body);
+    let got: Vec<String> = texts(&pool, &conversation).await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, ["q0", "echo: q0", "q1", "echo: q1", "note"]);
+}
