@@ -37,3 +37,5 @@ mod stream;
 mod stream_guards;
 #[path = "api/summaries.rs"]
 mod summaries;
+#[path = "api/v1.rs"]
+mod v1;

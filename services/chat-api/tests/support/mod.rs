@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod openai_echo;
 pub mod sse;
 pub mod tcp_proxy;
 
