@@ -1,7 +1,8 @@
 //! The OpenAPI description of what the layers in front of the handlers add:
 //! the `Idempotency-Key` header and its answers on the turn routes, and on
 //! every `/api` and `/v1` route the rate-limit headers and the 413/429/503/504
-//! answers (on `/v1` in OpenAI's error shape).
+//! answers (on `/v1` in OpenAI's error shape, with the 400 of a server that
+//! names no user).
 //! Kept apart from the handlers' own annotations because the layers, not the
 //! handlers, produce them.
 
@@ -101,6 +102,19 @@ impl Modify for LimitsAndIdempotency {
                 }
                 let mut limited = limit_headers();
                 limited.push(("retry-after", retry_after()));
+                if schema == "OpenAiErrorBody" {
+                    // `/v1` identifies the user before any handler runs (`v1::auth`).
+                    add(
+                        op,
+                        "400",
+                        error_response(
+                            schema,
+                            "client_user_id_required: the internal API key without X-Client-User-Id (or one longer \
+                             than 256 characters)",
+                            vec![],
+                        ),
+                    );
+                }
                 add(op, "413", error_response(schema, "payload_too_large: the body is over MAX_BODY_BYTES", vec![]));
                 add(
                     op,
