@@ -304,6 +304,16 @@ async fn the_openapi_document_describes_v1(pool: PgPool) {
     let conversation = &spec.body["paths"]["/v1/conversations/{conversation_id}"];
     assert!(["get", "post", "delete"].iter().all(|m| conversation.get(m).is_some()));
     assert!(spec.body["components"]["schemas"].get("OpenAiErrorBody").is_some());
+    // The admission layers' answers, in OpenAI's shape, and the idempotency key on responses.
+    let models = &spec.body["paths"]["/v1/models"]["get"]["responses"];
+    for status in ["400", "429", "503", "504"] {
+        let schema = &models[status]["content"]["application/json"]["schema"]["$ref"];
+        assert_eq!(schema, "#/components/schemas/OpenAiErrorBody", "{status}: {models}");
+    }
+    assert!(models["429"]["headers"].get("retry-after").is_some());
+    let create = &spec.body["paths"]["/v1/responses"]["post"];
+    assert!(create["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "idempotency-key"), "{create}");
+    assert!(create["responses"].get("409").is_some() && create["responses"].get("422").is_some());
 }
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
