@@ -26,7 +26,7 @@ ARG BINARIES=builder
 # controller reads it from the image's label to name the migration Job, so a
 # new image with new migrations under the same tag migrates again. A test keeps
 # this default equal to migrations/ (services/chat-controller/tests/crd_manifest.rs).
-ARG MIGRATIONS_VERSION=21
+ARG MIGRATIONS_VERSION=30
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src

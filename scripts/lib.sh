@@ -50,3 +50,40 @@ need_go() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
+
+# need_py_venv NAME REQUIREMENTS_FILE: a Python venv under the cache with the
+# pinned requirements installed; prints its directory. Keyed by the file's
+# hash, so changing a pin builds a new one and an unchanged file costs nothing.
+need_py_venv() {
+  local name="$1" req="$2" key dir
+  need_debs python3 python3-venv
+  key=$(sha256sum "$req" | cut -c1-16)
+  dir="$COLLOQUY_CACHE_DIR/venv-$name-$key"
+  if [ ! -f "$dir/.done" ]; then
+    log "creating the $name Python venv ($dir)"
+    rm -rf "$dir"
+    python3 -m venv "$dir" >&2
+    "$dir/bin/pip" install --quiet --disable-pip-version-check --require-virtualenv -r "$req" >&2
+    touch "$dir/.done"
+  fi
+  printf '%s\n' "$dir"
+}
+
+# need_npm_dir NAME PROJECT_DIR: `npm ci` of PROJECT_DIR's package.json and
+# package-lock.json into a directory under the cache (never into the clone);
+# prints the directory whose node_modules holds them. Keyed by the lock's hash.
+need_npm_dir() {
+  local name="$1" project="$2" key dir
+  command -v npm >/dev/null || need_debs nodejs npm
+  key=$(cat "$project/package.json" "$project/package-lock.json" | sha256sum | cut -c1-16)
+  dir="$COLLOQUY_CACHE_DIR/npm-$name-$key"
+  if [ ! -f "$dir/.done" ]; then
+    log "installing the $name npm packages ($dir)"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$project/package.json" "$project/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --silent --no-audit --no-fund >&2)
+    touch "$dir/.done"
+  fi
+  printf '%s\n' "$dir"
+}

@@ -59,8 +59,10 @@ curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$TMP/chat-api.log
 
 log "schemathesis $VERSION against http://127.0.0.1:$port/openapi.json ($EXAMPLES cases per operation and phase, seed $SEED)"
 status=0
+# X-Client-User-Id names the user on /v1 (ignored on /api): without it every
+# /v1 case would stop at the 400 client_user_id_required.
 (cd "$TMP" && "$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
-  --header "X-API-Key: $api_key" \
+  --header "X-API-Key: $api_key" --header "X-Client-User-Id: schemathesis" \
   --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
   --phases examples,coverage,fuzzing,stateful \
   --max-examples "$EXAMPLES" --seed "$SEED" --workers 2 --no-color) >"$TMP/st.out" 2>&1 || status=$?

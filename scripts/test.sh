@@ -19,6 +19,8 @@ stage() {
 need_debs postgresql openssl ca-certificates python3
 need_rust
 need_go
+# The official OpenAI SDKs that the chat API's `openai_sdk` test drives (cached).
+bash scripts/openai-sdk.sh setup
 
 # A throwaway PostgreSQL for the tests: own port and data dir, wiped each run.
 export COLLOQUY_PG_PORT="${COLLOQUY_TEST_PG_PORT:-55433}"

@@ -39,3 +39,5 @@ mod stream;
 mod stream_guards;
 #[path = "api/summaries.rs"]
 mod summaries;
+#[path = "api/v1.rs"]
+mod v1;

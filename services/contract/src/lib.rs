@@ -409,6 +409,9 @@ pub mod headers {
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     /// `true` on a response replayed for a repeated `Idempotency-Key`.
     pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+    /// On `/v1`, with the internal API key as the Bearer token: the end user
+    /// the calling server acts for (the SDKs' `default_headers`).
+    pub const CLIENT_USER_ID: &str = "x-client-user-id";
 }
 
 /// Values of the on/off settings (`SUMMARIES`, `API_DOCS`).

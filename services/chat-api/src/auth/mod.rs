@@ -52,6 +52,12 @@ impl Authenticator {
         ApiError::Unauthorized { message: message.to_owned(), challenge: self.challenge() }
     }
 
+    /// Whether `presented` is the internal API key (constant time): the
+    /// OpenAI SDKs send it as their Bearer `api_key` on `/v1`.
+    pub fn is_internal_key(&self, presented: &[u8]) -> bool {
+        self.api_key.matches(presented)
+    }
+
     /// Authenticates from request headers.
     pub async fn authenticate(&self, parts: &Parts) -> Result<Caller, ApiError> {
         if let Some(key) = parts.headers.get(API_KEY) {

@@ -5,14 +5,16 @@
 //! [`ChatService::commit`]; only what happens between them differs.
 
 mod context;
+mod items;
 mod order;
 mod provider_call;
 mod spans;
+mod stateless;
 mod stream;
 mod summary;
 mod title;
 mod usage;
-mod validate;
+pub mod validate;
 pub mod worker;
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use crate::metrics::Metrics;
 pub use context::{build_messages, history_from_texts};
 pub use order::{ClaimGuard, TurnOrder};
 pub use provider_call::ProviderCall;
+pub use stateless::{StatelessAnswer, StatelessEvent, StatelessStream};
 pub use stream::{TurnEvent, TurnStream};
 pub use validate::{TITLE_CHARS, title_from};
 
@@ -76,6 +79,8 @@ pub struct TurnInput {
 #[derive(Debug, Clone)]
 pub struct TurnOutput {
     pub conversation_id: Uuid,
+    /// The stored answer's message id (`None` when nothing was answered).
+    pub answer_id: Option<Uuid>,
     pub text: String,
     /// The provider's counts, or an estimate when it reported none.
     pub usage: Usage,
@@ -88,6 +93,9 @@ pub struct TurnOutput {
 pub struct PreparedTurn {
     pub conversation_id: Uuid,
     pub request_id: String,
+    /// The id the answer will be stored under (known before it exists, e.g.
+    /// for an OpenAI response id).
+    pub answer_id: Uuid,
     user_id: Uuid,
     is_new: bool,
     claim: Option<ClaimGuard>,
@@ -143,6 +151,7 @@ impl ChatService {
         Ok(PreparedTurn {
             conversation_id,
             request_id: input.request_id,
+            answer_id: Uuid::new_v4(),
             user_id: input.user_id,
             is_new,
             claim,
@@ -160,6 +169,7 @@ impl ChatService {
         let PreparedTurn {
             conversation_id,
             request_id,
+            answer_id,
             user_id,
             is_new,
             claim,
@@ -176,6 +186,8 @@ impl ChatService {
             Some(usage) => (usage, false),
             None => (usage::estimate(&request.messages, &completion.text), true),
         };
+        let mut ids = turns::new_ids(to_store.len());
+        ids.push(answer_id);
         to_store.push((Role::Assistant, completion.text.clone()));
         let unsummarized = stored_count + to_store.len();
         let token = claim.as_ref().map(ClaimGuard::token);
@@ -185,7 +197,7 @@ impl ChatService {
         // to the request's idempotency transaction. It may run twice, so each
         // attempt gets its own copy.
         let write = turn_write::write(&self.pool, move |conn| {
-            let (model, title, messages) = (model.clone(), title.clone(), to_store.clone());
+            let (model, title, messages, ids) = (model.clone(), title.clone(), to_store.clone(), ids.clone());
             Box::pin(async move {
                 let new_turn = NewTurn {
                     conversation_id,
@@ -195,6 +207,7 @@ impl ChatService {
                     title: Some(&title),
                     delta,
                     messages,
+                    ids,
                 };
                 if is_new { turns::create(conn, new_turn).await } else { turns::append(conn, new_turn).await }
             })
@@ -215,12 +228,24 @@ impl ChatService {
         self.metrics.turns_stored.inc();
         crate::limits::record_turn_tokens(usage.total_tokens);
         self.after_store(conversation_id, unsummarized);
-        Ok(TurnOutput { conversation_id, text: completion.text, usage, model: completion.model, request_id })
+        Ok(TurnOutput {
+            conversation_id,
+            answer_id: Some(answer_id),
+            text: completion.text,
+            usage,
+            model: completion.model,
+            request_id,
+        })
     }
 
     /// Answers one user message and stores the turn.
     pub async fn turn(&self, input: TurnInput) -> Result<TurnOutput, ApiError> {
-        let mut turn = self.prepare(input).await?;
+        let turn = self.prepare(input).await?;
+        self.answer(turn).await
+    }
+
+    /// Answers a prepared turn (whole) and stores it.
+    pub async fn answer(&self, mut turn: PreparedTurn) -> Result<TurnOutput, ApiError> {
         let call = ProviderCall::start(self.provider.as_ref(), &self.metrics, &mut turn.request);
         let completion = call.complete(self.provider.as_ref(), &turn.request, self.settings.llm_timeout).await?;
         self.commit(turn, completion).await
@@ -231,7 +256,12 @@ impl ChatService {
     /// conversation, busy conversation, database down) are returned here.
     pub async fn turn_stream(&self, input: TurnInput) -> Result<TurnStream, ApiError> {
         let turn = self.prepare(input).await?;
-        Ok(TurnStream::new(self.clone(), turn))
+        Ok(self.answer_stream(turn))
+    }
+
+    /// Answers a prepared turn as a stream of events (see [`TurnStream`]).
+    pub fn answer_stream(&self, turn: PreparedTurn) -> TurnStream {
+        TurnStream::new(self.clone(), turn)
     }
 
     /// Creates a conversation from prior history. When the history ends with a
@@ -256,8 +286,9 @@ impl ChatService {
         let title = history.first().map(|t| title_from(t).to_owned());
         let stored_count = history.len();
         let messages = history_from_texts(&history);
+        let ids = turns::new_ids(messages.len());
         let create = turn_write::write(&self.pool, move |conn| {
-            let (title, messages) = (title.clone(), messages.clone());
+            let (title, messages, ids) = (title.clone(), messages.clone(), ids.clone());
             Box::pin(async move {
                 let new_turn = NewTurn {
                     conversation_id,
@@ -267,6 +298,7 @@ impl ChatService {
                     title: title.as_deref(),
                     delta: UsageDelta::default(),
                     messages,
+                    ids,
                 };
                 turns::create(conn, new_turn).await
             })
@@ -276,6 +308,7 @@ impl ChatService {
         self.after_store(conversation_id, stored_count);
         Ok(TurnOutput {
             conversation_id,
+            answer_id: None,
             text: String::new(),
             usage: Usage::default(),
             model: self.provider.model().to_owned(),

@@ -6,6 +6,7 @@ pub mod conversations;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod listing;
+pub mod openai;
 pub mod rate_limits;
 pub mod summaries;
 pub mod tasks;

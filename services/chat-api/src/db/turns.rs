@@ -184,26 +184,37 @@ pub struct NewTurn<'a> {
     pub title: Option<&'a str>,
     pub delta: UsageDelta,
     pub messages: Vec<(Role, String)>,
+    /// The messages' ids, in the same order: chosen by the service, so that a
+    /// message can be named before it is stored (an OpenAI response id names
+    /// its answer from the first streamed event). See [`new_ids`].
+    pub ids: Vec<Uuid>,
+}
+
+/// Fresh ids for `n` messages.
+pub fn new_ids(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::new_v4()).collect()
 }
 
 struct Columns {
     roles: Vec<&'static str>,
     texts: Vec<String>,
+    ids: Vec<Uuid>,
 }
 
-fn columns(messages: Vec<(Role, String)>) -> Columns {
+fn columns(messages: Vec<(Role, String)>, ids: Vec<Uuid>) -> Columns {
+    assert_eq!(messages.len(), ids.len(), "one id per message");
     let (roles, texts) = messages.into_iter().map(|(role, text)| (role_str(role), text)).unzip();
-    Columns { roles, texts }
+    Columns { roles, texts, ids }
 }
 
 /// `msgs` and `last` of the storing statements: the messages laid out from
 /// `times.first_at`, one microsecond apart, the last one (the answer) at the
 /// statement's time when that is later.
 const LAYOUT: &str = "msgs AS ( \
-         SELECT m.role, m.text, CASE WHEN m.ord < cardinality($7::text[]) \
+         SELECT m.id, m.role, m.text, CASE WHEN m.ord < cardinality($7::text[]) \
              THEN t.first_at + (m.ord - 1) * interval '1 microsecond' \
              ELSE GREATEST(now(), t.first_at + (m.ord - 1) * interval '1 microsecond') END AS at \
-         FROM times t, UNNEST($7::text[], $8::text[]) WITH ORDINALITY AS m(role, text, ord) \
+         FROM times t, UNNEST($7::text[], $8::text[], $12::uuid[]) WITH ORDINALITY AS m(role, text, id, ord) \
      ), last AS (SELECT max(at) AS at FROM msgs)";
 
 /// The accumulated `token_usage` after this turn (`estimated_turns` appears once a turn was estimated).
@@ -233,7 +244,7 @@ pub enum Stored {
 /// message time). Nothing is stored unless the claim is still this turn's.
 pub async fn append(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
     let token = turn.claim.unwrap_or_else(Uuid::nil);
-    let cols = columns(turn.messages);
+    let cols = columns(turn.messages, turn.ids);
     let sql = format!(
         "WITH times AS ( \
              SELECT GREATEST(k.claimed_at, c.last_message_at + interval '1 microsecond') AS first_at \
@@ -247,14 +258,14 @@ pub async fn append(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored
          ), conv AS ( \
              UPDATE chatbot_conversation_audit SET \
                  model = COALESCE($11, model), \
-                 title = COALESCE(title, $12), \
+                 title = COALESCE(title, $13), \
                  last_message_at = (SELECT at FROM last), \
                  token_usage = {USAGE} \
              WHERE conversation_id = $1 AND user_id = $2 AND EXISTS (SELECT 1 FROM released) \
              RETURNING conversation_id \
          ), inserted AS ( \
-             INSERT INTO chatbot_user_memory (conversation_id, user_id, role, content, created_at) \
-             SELECT conv.conversation_id, $2, msgs.role, jsonb_build_object('text', msgs.text), msgs.at \
+             INSERT INTO chatbot_user_memory (id, conversation_id, user_id, role, content, created_at) \
+             SELECT msgs.id, conv.conversation_id, $2, msgs.role, jsonb_build_object('text', msgs.text), msgs.at \
              FROM conv, msgs \
              RETURNING 1 \
          ) \
@@ -272,6 +283,7 @@ pub async fn append(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored
         .bind(as_i64(turn.delta.estimated_turns))
         .bind(token)
         .bind(turn.model)
+        .bind(&cols.ids)
         .bind(turn.title)
         .fetch_one(&mut *conn)
         .await?;
@@ -293,7 +305,7 @@ pub async fn append(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored
 /// Creates a conversation with its first messages, in one statement, stamped
 /// with the statement's database time.
 pub async fn create(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
-    let cols = columns(turn.messages);
+    let cols = columns(turn.messages, turn.ids);
     let sql = format!(
         "WITH times AS (SELECT now() AS first_at), {LAYOUT}, \
          conv AS ( \
@@ -304,8 +316,8 @@ pub async fn create(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored
                     (SELECT at FROM last) \
              RETURNING conversation_id \
          ), inserted AS ( \
-             INSERT INTO chatbot_user_memory (conversation_id, user_id, role, content, created_at) \
-             SELECT conv.conversation_id, $2, msgs.role, jsonb_build_object('text', msgs.text), msgs.at \
+             INSERT INTO chatbot_user_memory (id, conversation_id, user_id, role, content, created_at) \
+             SELECT msgs.id, conv.conversation_id, $2, msgs.role, jsonb_build_object('text', msgs.text), msgs.at \
              FROM conv, msgs \
              RETURNING 1 \
          ) \
@@ -323,6 +335,7 @@ pub async fn create(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored
         .bind(as_i64(turn.delta.estimated_turns))
         .bind(turn.model)
         .bind(turn.title)
+        .bind(&cols.ids)
         .fetch_one(&mut *conn)
         .await?;
     Ok(if stored { Stored::Ok } else { Stored::NotFound })

@@ -1,4 +1,5 @@
-//! `Idempotency-Key` on `POST /api/ai/chat` and `POST /api/ai/start-conversation`.
+//! `Idempotency-Key` on `POST /api/ai/chat`, `POST /api/ai/start-conversation`
+//! and `POST /v1/responses`.
 //!
 //! - The key is scoped to the caller: the acting user, and how they
 //!   authenticated (`api-key:<client_user_id>` or `bearer:<sub>`).
@@ -13,7 +14,7 @@
 //!   `409 request_in_progress` with `Retry-After` (we do not hold a second
 //!   connection and request open waiting for the first).
 //! - A streamed answer is recorded as it is sent and stored once it ended
-//!   with `done` ([`StreamRecord`]); a repeat replays its events.
+//!   with `done` or `response.completed` ([`StreamRecord`]); a repeat replays its events.
 //! - Only successful (2xx) responses are stored. A failed request releases its
 //!   key, so the client can retry with the same key.
 //! - Keys expire after `IDEMPOTENCY_TTL_SECS`; [`crate::sweep`] deletes them.
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -213,7 +214,8 @@ impl BodyWatch for StreamRecord {
     fn complete(self) {
         let Self { idem, mut guard, recorded, too_large } = self;
         // Event names start lines; a delta's text is JSON, with newlines escaped.
-        if too_large || !recorded.windows(DONE_EVENT.len()).any(|w| w == DONE_EVENT) {
+        let ended = DONE_EVENTS.iter().any(|done| recorded.windows(done.len()).any(|w| w == *done));
+        if too_large || !ended {
             return;
         }
         tokio::spawn(async move {
@@ -235,7 +237,9 @@ impl BodyWatch for StreamRecord {
     }
 }
 
-const DONE_EVENT: &[u8] = b"\nevent: done\n";
+/// The last event of a stream that ended well: `/api`'s `done`, and the
+/// Responses API's `response.completed` (`/v1/responses`).
+const DONE_EVENTS: &[&[u8]] = &[b"\nevent: done\n", b"\nevent: response.completed\n"];
 
 /// Why recording a response failed.
 enum FinishError {
@@ -303,8 +307,10 @@ pub async fn middleware(State(idem): State<Arc<Idempotency>>, request: Request, 
     let request = Request::from_parts(parts, Body::from(bytes.clone()));
     let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
     let stream = wants_stream(&request, json.as_ref());
-    // A streamed and a whole answer are different responses to replay.
-    let route = if stream { format!("{} (stream)", request.uri().path()) } else { request.uri().path().to_owned() };
+    // A streamed and a whole answer are different responses to replay. The
+    // path as requested (a router nested under `/v1` sees it stripped).
+    let path = request.extensions().get::<OriginalUri>().map_or(request.uri().path(), |uri| uri.path());
+    let route = if stream { format!("{path} (stream)") } else { path.to_owned() };
     let hash = request_hash(request.method().as_str(), &route, &bytes, json.as_ref());
     let key_ref = KeyRef { principal: &principal, key: &key };
     let claim = Uuid::new_v4();

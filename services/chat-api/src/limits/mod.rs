@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -244,8 +244,11 @@ pub async fn with_turn_tokens<F: Future>(slot: Option<Arc<AtomicU64>>, f: F) -> 
 }
 
 /// Requests whose turns use tokens: they reserve before and settle after.
+/// (The path as requested: a router nested under `/v1` sees it stripped.)
 fn is_turn(request: &Request) -> bool {
-    request.method() == Method::POST && matches!(request.uri().path(), "/api/ai/chat" | "/api/ai/start-conversation")
+    let path = request.extensions().get::<OriginalUri>().map_or(request.uri().path(), |uri| uri.path());
+    request.method() == Method::POST
+        && matches!(path, "/api/ai/chat" | "/api/ai/start-conversation" | "/v1/chat/completions" | "/v1/responses")
 }
 
 /// Settles a reservation even when the request is abandoned mid-way (client

@@ -1,12 +1,11 @@
 //! `POST /api/ai/chat` (whole or streamed) and `POST /api/ai/start-conversation`.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -20,9 +19,6 @@ use crate::chat::{TurnEvent, TurnInput, TurnOutput};
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id;
 
-/// A comment line every this long while nothing else is sent, so proxies and
-/// clients do not time a silent stream out.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The media type of a streamed answer.
 const EVENT_STREAM: &str = "text/event-stream";
 
@@ -133,7 +129,7 @@ pub struct StreamDeltaEvent {
 )]
 pub struct ChatEventStream(String);
 
-fn traceparent(headers: &HeaderMap) -> Option<String> {
+pub(super) fn traceparent(headers: &HeaderMap) -> Option<String> {
     headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
@@ -209,14 +205,7 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
 
 /// The SSE response of a streamed turn; events are written as the turn produces them.
 fn event_stream(turn: crate::chat::TurnStream, caller: Caller) -> Response {
-    let events = turn.map(move |event| Ok::<_, Infallible>(sse_event(event, caller)));
-    let mut response =
-        Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // nginx (and ingress-nginx) would otherwise buffer the stream.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    super::sse::response(turn.map(move |event| Ok::<_, Infallible>(sse_event(event, caller))))
 }
 
 fn sse_event(event: TurnEvent, caller: Caller) -> Event {

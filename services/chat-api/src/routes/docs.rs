@@ -10,6 +10,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::openapi_limits::LimitsAndIdempotency;
+use super::v1::{chat_completions, conversations as v1_conversations, models, responses};
 use super::{chat, conversations, health};
 
 #[derive(OpenApi)]
@@ -26,6 +27,17 @@ use super::{chat, conversations, health};
         health::health,
         health::livez,
         health::readyz,
+        models::list,
+        models::retrieve,
+        chat_completions::create,
+        v1_conversations::create,
+        v1_conversations::retrieve,
+        v1_conversations::update,
+        v1_conversations::delete,
+        v1_conversations::list_items,
+        v1_conversations::create_items,
+        responses::create,
+        responses::retrieve,
     ),
     components(schemas(chat::StreamConversationEvent, chat::StreamDeltaEvent, chat::SimpleChatResponse)),
     modifiers(&Security, &LimitsAndIdempotency),
@@ -33,6 +45,7 @@ use super::{chat, conversations, health};
         (name = "chat", description = "Chat turns"),
         (name = "conversations", description = "Stored conversations"),
         (name = "health", description = "Probes"),
+        (name = "openai", description = "The OpenAI-compatible surface (/v1): Models, Chat Completions, Conversations and Responses, text only. Authorization: Bearer with the internal API key (plus X-Client-User-Id) or a JWT; errors in OpenAI's shape."),
     )
 )]
 pub struct ApiDoc;

@@ -7,6 +7,8 @@ pub mod docs;
 mod extract;
 mod health;
 mod openapi_limits;
+mod sse;
+mod v1;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +69,7 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
             HeaderName::from_static(headers::API_KEY),
             HeaderName::from_static(headers::REQUEST_ID),
             HeaderName::from_static(headers::IDEMPOTENCY_KEY),
+            HeaderName::from_static(headers::CLIENT_USER_ID),
             HeaderName::from_static("traceparent"),
         ])
         .expose_headers([
@@ -117,11 +120,13 @@ async fn admission_error(metrics: Arc<Metrics>, timeout: Duration, err: BoxError
 
 /// The public API (`PORT`). Outside in: request id, access log and metrics,
 /// `Connection: close` while draining, CORS, body limit; then, on the `/api`
-/// routes only: the in-flight limit (`503 overloaded` at once rather than a
-/// queue), the request timeout (until the response head, so a stream is not
-/// cut once it started), authentication, per-user rate limits, and on the
-/// two turn routes `Idempotency-Key`. Probes and docs skip those: a busy pod
-/// still answers its probes.
+/// and `/v1` routes (not on probes and docs, so a busy pod still answers its
+/// probes): the in-flight limit (`503 overloaded` at once rather than a
+/// queue; one budget for both surfaces), the request timeout (until the
+/// response head, so a stream is not cut once it started), authentication,
+/// per-user rate limits, and on the turn routes `Idempotency-Key`. `/v1`
+/// authenticates its own way ([`v1::auth`]) and answers every error, these
+/// layers' included, in OpenAI's shape.
 pub fn api_router(state: AppState) -> Router {
     let http = state.http.clone();
     let metrics = state.metrics.clone();
@@ -132,6 +137,7 @@ pub fn api_router(state: AppState) -> Router {
         .layer(HandleErrorLayer::new(move |err: BoxError| admission_error(error_metrics.clone(), timeout, err)))
         .timeout(timeout);
     let in_flight = (Arc::new(tokio::sync::Semaphore::new(http.max_in_flight)), metrics.clone());
+    let rate_limits = (state.limiter.clone(), metrics.clone());
 
     let turns = Router::new()
         .route("/api/ai/chat", post(chat::chat))
@@ -149,10 +155,17 @@ pub fn api_router(state: AppState) -> Router {
                 .delete(conversations::delete_conversation),
         )
         .route("/api/conversations/{conversation_id}/messages", get(conversations::list_messages))
-        .route_layer(middleware::from_fn_with_state((state.limiter.clone(), metrics.clone()), limits::middleware))
-        .route_layer(middleware::from_fn_with_state(auth_state, auth::middleware))
-        .route_layer(request_timeout)
-        .route_layer(middleware::from_fn_with_state(in_flight, in_flight_limit));
+        .route_layer(middleware::from_fn_with_state(rate_limits.clone(), limits::middleware))
+        .route_layer(middleware::from_fn_with_state(auth_state.clone(), auth::middleware))
+        .route_layer(request_timeout.clone())
+        .route_layer(middleware::from_fn_with_state(in_flight.clone(), in_flight_limit));
+    let openai = v1::router(state.idempotency.clone(), |routes| {
+        routes
+            .route_layer(middleware::from_fn_with_state(rate_limits, limits::middleware))
+            .route_layer(middleware::from_fn_with_state(auth_state, v1::auth::middleware))
+            .route_layer(request_timeout)
+            .route_layer(middleware::from_fn_with_state(in_flight, in_flight_limit))
+    });
     let probes = Router::new()
         .route(paths::HEALTH, get(health::health))
         .route(paths::LIVEZ, get(health::livez))
@@ -160,6 +173,7 @@ pub fn api_router(state: AppState) -> Router {
 
     Router::new()
         .merge(api)
+        .nest("/v1", openai)
         .merge(probes)
         .merge(docs::router(http.api_docs))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })

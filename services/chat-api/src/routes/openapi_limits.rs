@@ -1,6 +1,8 @@
 //! The OpenAPI description of what the layers in front of the handlers add:
 //! the `Idempotency-Key` header and its answers on the turn routes, and on
-//! every `/api` route the rate-limit headers and the 413/429/503/504 answers.
+//! every `/api` and `/v1` route the rate-limit headers and the 413/429/503/504
+//! answers (on `/v1` in OpenAI's error shape, with the 400 of a server that
+//! names no user).
 //! Kept apart from the handlers' own annotations because the layers, not the
 //! handlers, produce them.
 
@@ -15,7 +17,7 @@ use colloquy_contract::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub struct LimitsAndIdempotency;
 
 /// The routes whose turns can carry an `Idempotency-Key`.
-const TURN_ROUTES: &[&str] = &["/api/ai/chat", "/api/ai/start-conversation"];
+const TURN_ROUTES: &[&str] = &["/api/ai/chat", "/api/ai/start-conversation", "/v1/responses"];
 
 const RATE_LIMIT_HEADERS: &[(&str, &str, Type)] = &[
     ("x-ratelimit-limit-requests", "RATE_LIMIT_RPM, when set", Type::Integer),
@@ -36,10 +38,12 @@ fn retry_after() -> Header {
     header(Type::Integer, "Seconds to wait before retrying")
 }
 
-fn error_response(description: &str, headers: Vec<(&str, Header)>) -> RefOr<utoipa::openapi::Response> {
+/// An error answer whose body is the `schema` envelope (`ErrorBody` on `/api`,
+/// `OpenAiErrorBody` on `/v1`).
+fn error_response(schema: &str, description: &str, headers: Vec<(&str, Header)>) -> RefOr<utoipa::openapi::Response> {
     let mut builder = ResponseBuilder::new()
         .description(description)
-        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build());
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name(schema))).build());
     for (name, h) in headers {
         builder = builder.header(name, h);
     }
@@ -71,9 +75,13 @@ fn limit_headers() -> Vec<(&'static str, Header)> {
 impl Modify for LimitsAndIdempotency {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/api/") {
+            let schema = if path.starts_with("/api/") {
+                "ErrorBody"
+            } else if path.starts_with("/v1/") {
+                "OpenAiErrorBody"
+            } else {
                 continue;
-            }
+            };
             let turn = TURN_ROUTES.contains(&path.as_str());
             for op in
                 [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
@@ -94,21 +102,43 @@ impl Modify for LimitsAndIdempotency {
                 }
                 let mut limited = limit_headers();
                 limited.push(("retry-after", retry_after()));
-                add(op, "413", error_response("payload_too_large: the body is over MAX_BODY_BYTES", vec![]));
+                if schema == "OpenAiErrorBody" {
+                    // `/v1` identifies the user before any handler runs (`v1::auth`).
+                    add(
+                        op,
+                        "400",
+                        error_response(
+                            schema,
+                            "client_user_id_required: the internal API key without X-Client-User-Id (or one longer \
+                             than 256 characters)",
+                            vec![],
+                        ),
+                    );
+                }
+                add(op, "413", error_response(schema, "payload_too_large: the body is over MAX_BODY_BYTES", vec![]));
                 add(
                     op,
                     "429",
-                    error_response("rate_limited: over RATE_LIMIT_RPM or RATE_LIMIT_TPM for this user", limited),
+                    error_response(
+                        schema,
+                        "rate_limited: over RATE_LIMIT_RPM or RATE_LIMIT_TPM for this user",
+                        limited,
+                    ),
                 );
                 add(
                     op,
                     "503",
                     error_response(
+                        schema,
                         "overloaded (MAX_IN_FLIGHT requests already running) or database_unavailable",
                         vec![("retry-after", retry_after())],
                     ),
                 );
-                add(op, "504", error_response("request_timeout: no answer within REQUEST_TIMEOUT_SECS", vec![]));
+                add(
+                    op,
+                    "504",
+                    error_response(schema, "request_timeout: no answer within REQUEST_TIMEOUT_SECS", vec![]),
+                );
                 if turn {
                     op.parameters.get_or_insert_with(Vec::new).push(
                         ParameterBuilder::new()
@@ -126,6 +156,7 @@ impl Modify for LimitsAndIdempotency {
                         op,
                         "409",
                         error_response(
+                            schema,
                             "request_in_progress: a request with this Idempotency-Key is still running",
                             vec![("retry-after", retry_after())],
                         ),
@@ -133,7 +164,11 @@ impl Modify for LimitsAndIdempotency {
                     add(
                         op,
                         "422",
-                        error_response("idempotency_key_reused: this key was used with a different body", vec![]),
+                        error_response(
+                            schema,
+                            "idempotency_key_reused: this key was used with a different body",
+                            vec![],
+                        ),
                     );
                 }
             }

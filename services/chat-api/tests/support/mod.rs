@@ -4,6 +4,7 @@
 
 pub mod fake_upstream;
 pub mod flaky_tcp;
+pub mod openai_echo;
 pub mod sse;
 pub mod tcp_proxy;
 
