@@ -135,7 +135,7 @@ async fn settle(chat: &ChatService, task: &ClaimedTask, result: Result<TaskOutco
             // A provider's own error text may quote the conversation: neither the
             // log nor the task row keeps it, only its kind.
             let error = match &error {
-                TaskError::Provider(e) => format!("provider: {}", e.error_type()),
+                TaskError::Provider(e) => format!("provider: {}", e.redacted()),
                 other => other.to_string(),
             };
             tracing::warn!(

@@ -142,6 +142,20 @@ impl ProviderError {
         }
     }
 
+    /// What happened, without the provider's own text (which may quote the
+    /// prompt): for logs and stored task errors.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Upstream { status, code, .. } => match code {
+                Some(code) => format!("{} (HTTP {status}, {code})", self.error_type()),
+                None => format!("{} (HTTP {status})", self.error_type()),
+            },
+            Self::Overloaded { status, .. } => format!("overloaded (HTTP {status})"),
+            Self::Timeout(_) | Self::Unavailable { .. } | Self::Transport(_) | Self::Auth(_) => self.to_string(),
+            _ => self.error_type().to_owned(),
+        }
+    }
+
     /// Maps a reqwest transport failure, telling timeouts apart.
     pub fn from_reqwest(err: &reqwest::Error, timeout: Duration) -> Self {
         if err.is_timeout() { Self::Timeout(timeout) } else { Self::Transport(http::describe_without_url(err)) }
