@@ -190,6 +190,20 @@ pub struct NewTurn<'a> {
     pub ids: Vec<Uuid>,
 }
 
+impl<'a> NewTurn<'a> {
+    /// The first messages of a new conversation, without a turn: no claim,
+    /// no model, no usage (start-conversation, `POST /v1/conversations`).
+    pub fn opening(
+        conversation_id: Uuid,
+        user_id: Uuid,
+        title: Option<&'a str>,
+        messages: Vec<(Role, String)>,
+        ids: Vec<Uuid>,
+    ) -> Self {
+        Self { conversation_id, user_id, claim: None, model: None, title, delta: UsageDelta::default(), messages, ids }
+    }
+}
+
 /// Fresh ids for `n` messages.
 pub fn new_ids(n: usize) -> Vec<Uuid> {
     (0..n).map(|_| Uuid::new_v4()).collect()
