@@ -29,6 +29,9 @@ WINDOW="${BENCH_WINDOW:-$((RESYNC + 10))}"
 PORT="${BENCH_CONTROLLER_PORT:-18080}"
 NS="colloquy-bench-$(date +%s)"
 export K8S_TESTENV_NAME="${K8S_TESTENV_NAME:-bench}"
+# Each ChatBackend owns a ClusterIP Service: the default /24 range holds 253 of them, and the
+# rest would fail with "range is full" (only a plane started here gets this range).
+export K8S_TESTENV_SERVICE_CIDR="${K8S_TESTENV_SERVICE_CIDR:-10.0.0.0/16}"
 TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 # BENCH_PROFILE=dev measures the dev build (dependencies at opt-level 1): quicker to build.
 PROFILE="${BENCH_PROFILE:-release}"

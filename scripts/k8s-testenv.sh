@@ -32,6 +32,7 @@
 #   K8S_TESTENV_CONTROLLERS  --controllers of kube-controller-manager (default: all but the
 #                        workload controllers, since no kubelet/scheduler runs)
 #   K8S_TESTENV_TIMEOUT  seconds to wait for each component (default 120)
+#   K8S_TESTENV_SERVICE_CIDR  Service range of the plane (default SERVICE_CIDR of tools/k8s-testenv/node.env, a /24)
 #
 # `up` when a plane is already running in the same state dir: if it is healthy it is reused
 # (and the same KUBECONFIG line is printed); otherwise its leftovers are stopped and removed
@@ -44,6 +45,9 @@ TE_DIR="$REPO_ROOT/tools/k8s-testenv"
 . "$TE_DIR/versions.env"
 # shellcheck source=../tools/k8s-testenv/node.env
 . "$TE_DIR/node.env"
+# The Service range of a plane: node.env's (a /24: 253 Services) unless overridden, e.g. by the
+# controller bench, whose 1,000 ChatBackends each own a Service.
+SERVICE_CIDR="${K8S_TESTENV_SERVICE_CIDR:-$SERVICE_CIDR}"
 
 CACHE_ROOT="${COLLOQUY_CACHE_DIR:-$HOME/.cache/colloquy}/k8s-testenv"
 RUN_DIR="${K8S_TESTENV_DIR:-$CACHE_ROOT/run/${K8S_TESTENV_NAME:-default}}"
