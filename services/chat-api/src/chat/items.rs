@@ -38,16 +38,7 @@ impl ChatService {
         let conversation_id = Uuid::new_v4();
         let title = messages.iter().find(|(role, _)| *role == Role::User).map(|(_, t)| title_from(t).to_owned());
         let ids = turns::new_ids(messages.len());
-        let new_turn = NewTurn {
-            conversation_id,
-            user_id,
-            claim: None,
-            model: None,
-            title: title.as_deref(),
-            delta: UsageDelta::default(),
-            messages,
-            ids: ids.clone(),
-        };
+        let new_turn = NewTurn::opening(conversation_id, user_id, title.as_deref(), messages, ids.clone());
         let create = async {
             let mut tx = self.pool.begin().await?;
             turns::create(&mut tx, new_turn).await?;

@@ -290,17 +290,7 @@ impl ChatService {
         let create = turn_write::write(&self.pool, move |conn| {
             let (title, messages, ids) = (title.clone(), messages.clone(), ids.clone());
             Box::pin(async move {
-                let new_turn = NewTurn {
-                    conversation_id,
-                    user_id,
-                    claim: None,
-                    model: None,
-                    title: title.as_deref(),
-                    delta: UsageDelta::default(),
-                    messages,
-                    ids,
-                };
-                turns::create(conn, new_turn).await
+                turns::create(conn, NewTurn::opening(conversation_id, user_id, title.as_deref(), messages, ids)).await
             })
         });
         spans::observed(&self.metrics, spans::CREATE_CONVERSATION, create).await?;

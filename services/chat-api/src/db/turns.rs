@@ -190,21 +190,59 @@ pub struct NewTurn<'a> {
     pub ids: Vec<Uuid>,
 }
 
+impl<'a> NewTurn<'a> {
+    /// The first messages of a new conversation, without a turn: no claim,
+    /// no model, no usage (start-conversation, `POST /v1/conversations`).
+    pub fn opening(
+        conversation_id: Uuid,
+        user_id: Uuid,
+        title: Option<&'a str>,
+        messages: Vec<(Role, String)>,
+        ids: Vec<Uuid>,
+    ) -> Self {
+        Self { conversation_id, user_id, claim: None, model: None, title, delta: UsageDelta::default(), messages, ids }
+    }
+}
+
 /// Fresh ids for `n` messages.
 pub fn new_ids(n: usize) -> Vec<Uuid> {
     (0..n).map(|_| Uuid::new_v4()).collect()
 }
 
-struct Columns {
+struct Columns<'t> {
     roles: Vec<&'static str>,
-    texts: Vec<String>,
-    ids: Vec<Uuid>,
+    texts: Vec<&'t str>,
 }
 
-fn columns(messages: Vec<(Role, String)>, ids: Vec<Uuid>) -> Columns {
-    assert_eq!(messages.len(), ids.len(), "one id per message");
-    let (roles, texts) = messages.into_iter().map(|(role, text)| (role_str(role), text)).unzip();
-    Columns { roles, texts, ids }
+fn columns<'t>(turn: &'t NewTurn<'_>) -> Columns<'t> {
+    assert_eq!(turn.messages.len(), turn.ids.len(), "one id per message");
+    let (roles, texts) = turn.messages.iter().map(|(role, text)| (role_str(*role), text.as_str())).unzip();
+    Columns { roles, texts }
+}
+
+/// The parameters of both storing statements ([`append`], [`create`]), bound
+/// in one order: $1 conversation, $2 user, $3-$5 prompt, completion and total
+/// tokens, $6 turns, $7 roles, $8 texts, $9 estimated turns, $10 claim token
+/// (nil without one), $11 model, $12 message ids, $13 title.
+fn bind_turn<'q>(
+    sql: &'q str,
+    turn: &'q NewTurn<'_>,
+    cols: &'q Columns<'q>,
+) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, bool, sqlx::postgres::PgArguments> {
+    sqlx::query_scalar(sql)
+        .bind(turn.conversation_id)
+        .bind(turn.user_id)
+        .bind(as_i64(turn.delta.usage.prompt_tokens))
+        .bind(as_i64(turn.delta.usage.completion_tokens))
+        .bind(as_i64(turn.delta.usage.total_tokens))
+        .bind(as_i64(turn.delta.turns))
+        .bind(&cols.roles)
+        .bind(&cols.texts)
+        .bind(as_i64(turn.delta.estimated_turns))
+        .bind(turn.claim.unwrap_or_else(Uuid::nil))
+        .bind(turn.model)
+        .bind(&turn.ids)
+        .bind(turn.title)
 }
 
 /// `msgs` and `last` of the storing statements: the messages laid out from
@@ -243,8 +281,7 @@ pub enum Stored {
 /// without history), and the claim row (free again, remembering the last
 /// message time). Nothing is stored unless the claim is still this turn's.
 pub async fn append(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
-    let token = turn.claim.unwrap_or_else(Uuid::nil);
-    let cols = columns(turn.messages, turn.ids);
+    let cols = columns(&turn);
     let sql = format!(
         "WITH times AS ( \
              SELECT GREATEST(k.claimed_at, c.last_message_at + interval '1 microsecond') AS first_at \
@@ -271,22 +308,7 @@ pub async fn append(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored
          ) \
          SELECT EXISTS (SELECT 1 FROM conv)"
     );
-    let stored: bool = sqlx::query_scalar(&sql)
-        .bind(turn.conversation_id)
-        .bind(turn.user_id)
-        .bind(as_i64(turn.delta.usage.prompt_tokens))
-        .bind(as_i64(turn.delta.usage.completion_tokens))
-        .bind(as_i64(turn.delta.usage.total_tokens))
-        .bind(as_i64(turn.delta.turns))
-        .bind(&cols.roles)
-        .bind(&cols.texts)
-        .bind(as_i64(turn.delta.estimated_turns))
-        .bind(token)
-        .bind(turn.model)
-        .bind(&cols.ids)
-        .bind(turn.title)
-        .fetch_one(&mut *conn)
-        .await?;
+    let stored = bind_turn(&sql, &turn, &cols).fetch_one(&mut *conn).await?;
     if stored {
         return Ok(Stored::Ok);
     }
@@ -305,13 +327,13 @@ pub async fn append(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored
 /// Creates a conversation with its first messages, in one statement, stamped
 /// with the statement's database time.
 pub async fn create(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored, sqlx::Error> {
-    let cols = columns(turn.messages, turn.ids);
+    let cols = columns(&turn);
     let sql = format!(
         "WITH times AS (SELECT now() AS first_at), {LAYOUT}, \
          conv AS ( \
              INSERT INTO chatbot_conversation_audit \
                  (conversation_id, user_id, title, model, token_usage, last_message_at) \
-             SELECT $1, $2, $11, $10, \
+             SELECT $1, $2, $13, $11, \
                     CASE WHEN $6 > 0 THEN (SELECT {USAGE} FROM (SELECT NULL::jsonb AS token_usage) z) END, \
                     (SELECT at FROM last) \
              RETURNING conversation_id \
@@ -323,20 +345,6 @@ pub async fn create(conn: &mut PgConnection, turn: NewTurn<'_>) -> Result<Stored
          ) \
          SELECT EXISTS (SELECT 1 FROM conv)"
     );
-    let stored: bool = sqlx::query_scalar(&sql)
-        .bind(turn.conversation_id)
-        .bind(turn.user_id)
-        .bind(as_i64(turn.delta.usage.prompt_tokens))
-        .bind(as_i64(turn.delta.usage.completion_tokens))
-        .bind(as_i64(turn.delta.usage.total_tokens))
-        .bind(as_i64(turn.delta.turns))
-        .bind(&cols.roles)
-        .bind(&cols.texts)
-        .bind(as_i64(turn.delta.estimated_turns))
-        .bind(turn.model)
-        .bind(turn.title)
-        .bind(&cols.ids)
-        .fetch_one(&mut *conn)
-        .await?;
+    let stored = bind_turn(&sql, &turn, &cols).fetch_one(&mut *conn).await?;
     Ok(if stored { Stored::Ok } else { Stored::NotFound })
 }

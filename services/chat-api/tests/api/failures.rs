@@ -261,11 +261,15 @@ async fn the_service_recovers_when_the_database_comes_back(pool: PgPool) {
     assert_eq!(app.message_count().await, 4);
 }
 
-/// PostgreSQL restarts while the provider answers: the pooled connection the
-/// write gets is dead, and the write is retried once on a fresh connection.
-#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
-async fn a_write_that_fails_is_retried_once_on_a_fresh_connection(pool: PgPool) {
-    let (app, upstream, proxy) = behind_proxy(&pool).await;
+/// A first turn stored, then a second whose provider answer takes a moment,
+/// during which `fault` breaks the database: the conversation's id and the
+/// second turn's reply.
+async fn second_turn_while(
+    app: TestApp,
+    upstream: &FakeUpstream,
+    proxy: &TcpProxy,
+    fault: fn(&TcpProxy),
+) -> (std::sync::Arc<TestApp>, String, Reply) {
     upstream.push(FakeResponse::json(200, completion("first", 5, 2)));
     let first = app.chat(json!({"user_message": "first", "client_user_id": USER})).await;
     assert_eq!(first.status, 200);
@@ -281,8 +285,17 @@ async fn a_write_that_fails_is_retried_once_on_a_fresh_connection(pool: PgPool) 
     while upstream.requests().len() < 2 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    proxy.cut();
+    fault(proxy);
     let reply = turn.await.unwrap();
+    (app, id, reply)
+}
+
+/// PostgreSQL restarts while the provider answers: the pooled connection the
+/// write gets is dead, and the write is retried once on a fresh connection.
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn a_write_that_fails_is_retried_once_on_a_fresh_connection(pool: PgPool) {
+    let (app, upstream, proxy) = behind_proxy(&pool).await;
+    let (app, id, reply) = second_turn_while(app, &upstream, &proxy, TcpProxy::cut).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["ai_response"], "second");
     assert_eq!(app.message_count().await, 4, "stored exactly once");
@@ -294,22 +307,7 @@ async fn a_write_that_fails_is_retried_once_on_a_fresh_connection(pool: PgPool) 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn a_write_that_fails_twice_is_503_and_stores_nothing(pool: PgPool) {
     let (app, upstream, proxy) = behind_proxy(&pool).await;
-    upstream.push(FakeResponse::json(200, completion("first", 5, 2)));
-    let first = app.chat(json!({"user_message": "first", "client_user_id": USER})).await;
-    let id = first.body["conversation_id"].as_str().unwrap().to_owned();
-    upstream.push(FakeResponse::json(200, completion("second", 5, 2)).with_delay(Duration::from_millis(600)));
-    let app = std::sync::Arc::new(app);
-    let turn = {
-        let (app, id) = (app.clone(), id.clone());
-        tokio::spawn(async move {
-            app.chat(json!({"conversation_id": id, "user_message": "second", "client_user_id": USER})).await
-        })
-    };
-    while upstream.requests().len() < 2 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    proxy.down();
-    let reply = turn.await.unwrap();
+    let (app, id, reply) = second_turn_while(app, &upstream, &proxy, TcpProxy::down).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.error_code(), "database_unavailable");
     proxy.up().await;
