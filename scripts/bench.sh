@@ -33,6 +33,26 @@
 #   * it prints chat-api's peak RSS and CPU, the time to the first delta and to
 #     `done` added over the upstream's own (p50/p99), and failed turns.
 #
+# Then, when asked for (BENCH_RUNS=v1, or "turns stream v1"), the /v1 run:
+# chat-api's OpenAI-compatible /v1/chat/completions next to LiteLLM's proxy,
+# the gateway most teams would otherwise put in front of the same provider:
+#
+#   * the same nginx upstream, on its OpenAI-compatible path; chat-api with
+#     LLM_PROVIDER=openai, LiteLLM (PyPI `litellm[proxy]`, pinned in
+#     scripts/bench/litellm-requirements.txt, installed once into a venv under
+#     ~/.cache/colloquy) with one model on it from a generated config.yaml: no
+#     database, no UI, no callbacks, errors-only logs, uvicorn with
+#     BENCH_LITELLM_WORKERS workers (2: one per core, so that each server can
+#     use the whole machine; chat-api's runtime has a worker thread per core);
+#   * wrk (scripts/bench/v1.lua) sends both the same non-streamed request bytes
+#     (model gpt-4o-mini, a four-message conversation, the same Bearer key) at
+#     the same connections and threads; after a warm-up each, each is measured
+#     BENCH_DURATION seconds in two halves, in the order chat-api, LiteLLM,
+#     LiteLLM, chat-api, so neither gets the quieter machine;
+#   * it prints side by side: requests/s, p50/p99 latency (merged over the two
+#     halves), non-2xx, peak RSS (LiteLLM: the sum over its workers) and CPU
+#     seconds (LiteLLM: all its processes).
+#
 # Everything started here is stopped on exit.
 #
 #   scripts/bench.sh
@@ -44,10 +64,12 @@
 # release binary), BENCH_BIN (benchmark this chat-api binary instead; no build),
 # BENCH_SKIP_PGBENCH=1, BENCH_DB_SETTINGS (see below), BENCH_MIX (mixed: half
 # new, half continuing; or new, continue: one kind only, to see what each costs),
-# BENCH_RUNS ("turns stream": which runs), BENCH_STREAM_TURNS (10000),
-# BENCH_STREAM_RATE (1000 turns started per second), BENCH_STREAM_CHUNKS (50),
+# BENCH_RUNS ("turns stream": which runs; add v1 for the /v1 run),
+# BENCH_STREAM_TURNS (10000), BENCH_STREAM_RATE (1000 turns started per second),
+# BENCH_STREAM_CHUNKS (50),
 # BENCH_STREAM_SECS (10: how long one upstream answer takes),
-# BENCH_STREAM_H2_CONNECTIONS (64).
+# BENCH_STREAM_H2_CONNECTIONS (64), BENCH_LITELLM_WORKERS (2),
+# BENCH_LITELLM_START_SECS (300: how long LiteLLM may take to start).
 
 # Process id lists ($(pg_pids), $pids, /proc fields) are split into words on purpose.
 # shellcheck disable=SC2046,SC2086
@@ -77,6 +99,8 @@ need_rust
 PGBIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
+# v1 is not in the default list: LiteLLM takes a minute to start on a busy
+# 2-core machine, and the whole run took 155 s there (2 December 2026).
 RUNS="${BENCH_RUNS:-turns stream}"
 run_enabled() { case " $RUNS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
@@ -98,12 +122,43 @@ API_PID=""
 NGINX_PID=""
 STREAM_API_PID=""
 STREAM_UP_PID=""
+V1_API_PID=""
+LITELLM_PID=""
+LITELLM_VENV=""
 PG_STARTED=""
+# descendants PID: its children, their children, and so on.
+descendants() {
+  local child
+  for child in $(pgrep -P "$1" || true); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+
+# LiteLLM's supervisor stops its workers on SIGTERM (in about 10 s); any of its
+# processes still running after 20 s (still our venv's python) are killed.
+stop_litellm() {
+  [ -n "$LITELLM_PID" ] || return 0
+  local pids pid
+  pids="$LITELLM_PID $(descendants "$LITELLM_PID")"
+  kill -TERM "$LITELLM_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$LITELLM_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  for pid in $pids; do
+    grep -qF "$LITELLM_VENV" "/proc/$pid/cmdline" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  done
+  wait "$LITELLM_PID" 2>/dev/null || true
+  LITELLM_PID=""
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   local pid
-  for pid in "$API_PID" "$STREAM_API_PID" "$STREAM_UP_PID"; do
+  stop_litellm
+  for pid in "$API_PID" "$STREAM_API_PID" "$STREAM_UP_PID" "$V1_API_PID"; do
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -158,6 +213,17 @@ log "applying migrations"
 for setting in ${BENCH_DB_SETTINGS:-}; do
   psql_q -c "ALTER DATABASE colloquy SET ${setting%%=*} = '${setting#*=}'"
 done
+# The fake upstream (nginx) shared by the turns and /v1 runs: started once, on
+# first use; sets NGINX_PORT and NGINX_PID.
+start_nginx() {
+  [ -z "$NGINX_PID" ] || return 0
+  NGINX_PORT=$(free_port)
+  mkdir -p "$WORK/nginx"
+  sed -e "s#@PREFIX@#$WORK/nginx#g" -e "s#@PORT@#$NGINX_PORT#g" "$HERE/nginx.conf.in" >"$WORK/nginx/nginx.conf"
+  "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
+  NGINX_PID=$!
+}
+
 # ===================================================================================
 # Run 1: whole (non-streamed) turns
 # ===================================================================================
@@ -167,11 +233,7 @@ psql_q -v nconv="$NCONV" -v user="$BENCH_USER" -f "$HERE/seed.sql" >"$WORK/ids"
 [ "$(wc -l <"$WORK/ids")" -eq "$NCONV" ] || die "seeding produced $(wc -l <"$WORK/ids") ids, expected $NCONV"
 
 # --- fake Azure OpenAI (nginx) ---------------------------------------------------
-NGINX_PORT=$(free_port)
-mkdir -p "$WORK/nginx"
-sed -e "s#@PREFIX@#$WORK/nginx#g" -e "s#@PORT@#$NGINX_PORT#g" "$HERE/nginx.conf.in" >"$WORK/nginx/nginx.conf"
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
-NGINX_PID=$!
+start_nginx
 
 # --- chat-api ----------------------------------------------------------------------
 PORT=$(free_port)
@@ -451,3 +513,189 @@ ${rows}
 EOF2
 fi
 if run_enabled stream; then stream_run; fi
+
+# ===================================================================================
+# Run 4 (v1): /v1/chat/completions next to LiteLLM's proxy, same upstream and load
+# ===================================================================================
+v1_run() {
+  local started=$SECONDS model=gpt-4o-mini key=sk-bench-internal-api-key-0123456789
+  local workers="${BENCH_LITELLM_WORKERS:-2}" body="$WORK/v1-body.json" api_url ll_url
+  LITELLM_VENV=$(need_py_venv litellm "$HERE/litellm-requirements.txt")
+  local version
+  version=$("$LITELLM_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')
+  start_nginx
+  # One non-streamed request, the same bytes to both: a short conversation.
+  printf '%s' '{"model":"'"$model"'","messages":[{"role":"system","content":"You are a concise assistant for a platform engineering team."},{"role":"user","content":"We are rolling out the new cluster in three stages."},{"role":"assistant","content":"Understood: staging first, then a canary region, then the rest."},{"role":"user","content":"Can you summarise where we are with the Kubernetes rollout and what is still open?"}]}' >"$body"
+
+  # chat-api, provider openai, on the fake upstream's OpenAI-compatible path.
+  local api_port metrics_port ll_port
+  api_port=$(free_port)
+  metrics_port=$(free_port)
+  (
+    export HOST=127.0.0.1 PORT="$api_port" METRICS_PORT="$metrics_port" INTERNAL_API_KEY="$key" \
+      LLM_PROVIDER=openai OPENAI_BASE_URL="http://127.0.0.1:$NGINX_PORT/v1" OPENAI_MODEL="$model" \
+      OPENAI_API_KEY=bench-openai-key LOG_FORMAT=json RUST_LOG="$API_RUST_LOG"
+    exec "$BIN" serve
+  ) >"$WORK/v1-chat-api.log" 2>&1 &
+  V1_API_PID=$!
+  api_url="http://127.0.0.1:$api_port"
+
+  # LiteLLM's proxy: one model on the same upstream; no database (DATABASE_URL
+  # unset), no UI, no callbacks, no spend or error logs, errors-only logging,
+  # the bundled model cost map (no fetch at start-up); the master key is the key
+  # chat-api takes, so both get the same request bytes. Its uvicorn supervisor
+  # kills workers that do not answer its health check within 5 s, which a worker
+  # still importing LiteLLM on a busy 2-core machine does not: hence the long
+  # --timeout_worker_healthcheck.
+  ll_port=$(free_port)
+  mkdir -p "$WORK/litellm"
+  cat >"$WORK/litellm/config.yaml" <<EOF2
+model_list:
+  - model_name: $model
+    litellm_params:
+      model: openai/$model
+      api_base: http://127.0.0.1:$NGINX_PORT/v1
+      api_key: bench-openai-key
+litellm_settings:
+  telemetry: false
+  set_verbose: false
+  callbacks: []
+general_settings:
+  master_key: $key
+  disable_spend_logs: true
+  disable_error_logs: true
+EOF2
+  (
+    cd "$WORK/litellm"
+    exec env -u DATABASE_URL LITELLM_MODE=PRODUCTION LITELLM_LOG=ERROR LITELLM_LOCAL_MODEL_COST_MAP=True \
+      DISABLE_ADMIN_UI=True "$LITELLM_VENV/bin/litellm" --config config.yaml --host 127.0.0.1 --port "$ll_port" \
+      --num_workers "$workers" --timeout_worker_healthcheck 600
+  ) >"$WORK/litellm/litellm.log" 2>&1 &
+  LITELLM_PID=$!
+  ll_url="http://127.0.0.1:$ll_port"
+
+  log "/v1: starting chat-api and LiteLLM $version ($workers workers; a minute or more on a busy machine)"
+  local deadline=$((SECONDS + ${BENCH_LITELLM_START_SECS:-300}))
+  until curl -fsS "$api_url/readyz" >/dev/null 2>&1; do
+    kill -0 "$V1_API_PID" 2>/dev/null || { cat "$WORK/v1-chat-api.log" >&2; die "chat-api exited"; }
+    [ "$SECONDS" -lt "$deadline" ] || die "chat-api did not become ready"
+    sleep 0.1
+  done
+  # Ready when it answers and every worker has loaded the config (each prints this once).
+  until curl -fsS "$ll_url/health/liveliness" >/dev/null 2>&1 &&
+    [ "$(grep -c 'Proxy initialized with Config' "$WORK/litellm/litellm.log")" -ge "$workers" ]; do
+    kill -0 "$LITELLM_PID" 2>/dev/null || { tail -n 50 "$WORK/litellm/litellm.log" >&2; die "LiteLLM exited"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 50 "$WORK/litellm/litellm.log" >&2; die "LiteLLM did not become ready"; }
+    sleep 0.5
+  done
+
+  # One request each by hand, so a broken setup fails here with its answer shown.
+  local name url out
+  for name in chat-api LiteLLM; do
+    url=$api_url; [ "$name" = LiteLLM ] && url=$ll_url
+    out=$(curl -sS -X POST "$url/v1/chat/completions" -H 'Content-Type: application/json' \
+      -H "Authorization: Bearer $key" -H "X-Client-User-Id: $BENCH_USER" --data-binary @"$body" -w '\n%{http_code}')
+    case "$out" in *'"content":"Here is a short summary'*$'\n'200) ;; *) die "$name's /v1/chat/completions failed: $out" ;; esac
+  done
+
+  v1_wrk() { # URL SECONDS OUT [QUANTILES_FILE]
+    BENCH_V1_QUANTILES="${4:-}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${2}s" --timeout 10s -s "$HERE/v1.lua" "$1" -- \
+      "$body" "$key" "$BENCH_USER" >"$3" 2>&1
+  }
+  if [ "$WARMUP" -gt 0 ]; then
+    log "/v1 warm-up: ${WARMUP}s each at $CONNECTIONS connections"
+    v1_wrk "$api_url" "$WARMUP" "$WORK/v1-warmup-api.txt"
+    v1_wrk "$ll_url" "$WARMUP" "$WORK/v1-warmup-litellm.txt"
+  fi
+
+  # Each gets DURATION seconds in two halves, in the order chat-api, LiteLLM,
+  # LiteLLM, chat-api, so neither gets the quieter machine.
+  local h1=$((DURATION / 2)) h2 segments
+  h2=$((DURATION - h1))
+  if [ "$h1" -gt 0 ]; then
+    segments="chat-api:$h1 LiteLLM:$h1 LiteLLM:$h2 chat-api:$h2"
+  else
+    segments="chat-api:$DURATION LiteLLM:$DURATION"
+  fi
+  local load_before load_after
+  load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "/v1: measuring ${DURATION}s each ($segments; $(nproc) cores; load average $load_before)"
+  declare -A req=() dur=() non2xx=() sock=() ticks=() busy=() wall=() quant=()
+  local seg i=0 secs pids c0 c1 b0 b1 t0 t1 out_file line
+  for seg in $segments; do
+    name=${seg%%:*} secs=${seg##*:} i=$((i + 1))
+    if [ "$name" = chat-api ]; then url=$api_url pids=$V1_API_PID; else url=$ll_url pids="$LITELLM_PID $(descendants "$LITELLM_PID")"; fi
+    out_file="$WORK/v1-$i-$name.txt"
+    c0=$(cpu_ticks $pids); read -r b0 _ < <(machine_ticks); t0=$(date +%s%N)
+    v1_wrk "$url" "$secs" "$out_file" "$WORK/v1-$i-$name.quantiles"
+    c1=$(cpu_ticks $pids); read -r b1 _ < <(machine_ticks); t1=$(date +%s%N)
+    line=$(grep '^BENCH ' "$out_file") || { cat "$out_file" >&2; die "wrk printed no summary for $name"; }
+    v1f() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<" $line"; }
+    req[$name]=$((${req[$name]:-0} + $(v1f requests)))
+    dur[$name]=$((${dur[$name]:-0} + $(v1f duration_us)))
+    non2xx[$name]=$((${non2xx[$name]:-0} + $(v1f non2xx)))
+    sock[$name]=$((${sock[$name]:-0} + $(v1f connect_errors) + $(v1f read_errors) + $(v1f write_errors) + $(v1f timeouts)))
+    ticks[$name]=$((${ticks[$name]:-0} + c1 - c0))
+    busy[$name]=$((${busy[$name]:-0} + b1 - b0))
+    wall[$name]=$((${wall[$name]:-0} + (t1 - t0) / 1000))
+    quant[$name]+="$WORK/v1-$i-$name.quantiles:$(v1f requests) "
+  done
+  load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+  # Percentile P (ms) of runs merged from their quantile files, each weighted by its request count.
+  merged_ms() { # P FILE:REQUESTS...
+    local p=$1 spec
+    shift
+    for spec in "$@"; do
+      awk -v n="${spec##*:}" '{ print $2, ($1 - prev) / 100 * n; prev = $1 }' "${spec%:*}"
+    done | sort -n | awk -v p="$p" '{ v[NR] = $1; w[NR] = $2; t += $2 }
+      END { for (i = 1; i <= NR; i++) { c += w[i]; if (c >= t * p / 100 - 1e-9) { printf "%.1f", v[i] / 1000; exit } } print "-" }'
+  }
+  hwm_kib() { local pid t=0; for pid in "$@"; do t=$((t + $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0))); done; echo "$t"; }
+  local ll_workers="" pid
+  for pid in $(descendants "$LITELLM_PID"); do
+    grep -qF spawn_main "/proc/$pid/cmdline" 2>/dev/null && ll_workers+="$pid "
+  done
+  declare -A rss=()
+  rss[chat-api]=$(hwm_kib "$V1_API_PID")
+  rss[LiteLLM]=$(hwm_kib $ll_workers)
+  local ll_super; ll_super=$(hwm_kib "$LITELLM_PID")
+  local hz; hz=$(getconf CLK_TCK)
+  row() { printf '%-32s %22s %22s\n' "$@"; }
+  cell() { # NAME: the row values for one server, in the order printed below
+    local n=$1 s
+    s=$(awk -v d="${dur[$n]}" 'BEGIN { printf "%.3f", d / 1e6 }')
+    V_RPS=$(awk -v r="${req[$n]}" -v s="$s" 'BEGIN { printf "%.0f", r / s }')
+    # shellcheck disable=SC2086 # a list of FILE:REQUESTS words
+    V_LAT="$(merged_ms 50 ${quant[$n]}) / $(merged_ms 99 ${quant[$n]})"
+    V_ERR="${non2xx[$n]} (${sock[$n]})"
+    V_RSS=$(awk -v k="${rss[$n]}" 'BEGIN { printf "%.1f", k / 1024 }')
+    V_CPU=$(awk -v t="${ticks[$n]}" -v hz="$hz" -v r="${req[$n]}" 'BEGIN { printf "%.1f (%.2f)", t / hz, r ? t / hz / r * 1000 : 0 }')
+    V_BUSY=$(awk -v t="${busy[$n]}" -v hz="$hz" -v w="${wall[$n]}" 'BEGIN { printf "%.2f", t / hz / (w / 1e6) }')
+  }
+  cell chat-api; local a=("$V_RPS" "$V_LAT" "$V_ERR" "$V_RSS" "$V_CPU" "$V_BUSY")
+  cell LiteLLM; local b=("$V_RPS" "$V_LAT" "$V_ERR" "$V_RSS" "$V_CPU" "$V_BUSY")
+  cat <<EOF2
+
+== /v1/chat/completions: chat-api next to LiteLLM's proxy ($(nproc) cores) ==
+load:        ${CONNECTIONS} connections, ${THREADS} wrk threads, ${DURATION}s each after ${WARMUP}s warm-up each, in turns ($segments)
+request:     the same $(wc -c <"$body") bytes to both (model $model, 4 messages, non-streamed); the same nginx upstream
+LiteLLM:     $version, uvicorn with $workers workers, no database, no callbacks, LITELLM_LOG=ERROR
+chat-api:    LLM_PROVIDER=openai, RUST_LOG=$API_RUST_LOG
+machine:     load average $load_before before, $load_after after
+EOF2
+  row "" "chat-api" "LiteLLM $version"
+  row "requests/s" "${a[0]}" "${b[0]}"
+  row "latency p50 / p99 (ms)" "${a[1]}" "${b[1]}"
+  row "non-2xx (socket errors)" "${a[2]}" "${b[2]}"
+  row "peak RSS (MiB)" "${a[3]}" "${b[3]}"
+  row "CPU s (ms per request)" "${a[4]}" "${b[4]}"
+  row "whole machine busy (cores)" "${a[5]}" "${b[5]}"
+  echo "(LiteLLM's RSS is the sum over its $workers workers' peaks; its supervisor, which serves no request, held $(awk -v k="$ll_super" 'BEGIN { printf "%.1f", k / 1024 }') MiB more; CPU counts all its processes)"
+  log "/v1 run took $((SECONDS - started)) s"
+  stop_litellm
+  kill -TERM "$V1_API_PID" 2>/dev/null || true
+  wait "$V1_API_PID" 2>/dev/null || true
+  V1_API_PID=""
+}
+if run_enabled v1; then v1_run; fi

@@ -62,8 +62,11 @@ need_py_venv() {
   if [ ! -f "$dir/.done" ]; then
     log "creating the $name Python venv ($dir)"
     rm -rf "$dir"
-    python3 -m venv "$dir" >&2
-    "$dir/bin/pip" install --quiet --disable-pip-version-check --require-virtualenv -r "$req" >&2
+    # Callers run this in $(...), where `set -e` does not hold: fail explicitly,
+    # or a half-installed venv would be marked done and reused.
+    python3 -m venv "$dir" >&2 || die "python3 -m venv $dir failed"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check --require-virtualenv -r "$req" >&2 \
+      || { rm -rf "$dir"; die "pip install -r $req failed"; }
     touch "$dir/.done"
   fi
   printf '%s\n' "$dir"
