@@ -169,8 +169,8 @@ cleanup() {
     wait "$NGINX_PID" 2>/dev/null || true
   fi
   if [ -n "$PG_STARTED" ]; then scripts/pg.sh stop >/dev/null 2>&1 || true; fi
-  if [ "$rc" -ne 0 ] && [ -d "$WORK" ]; then
-    log "failed; logs kept in $WORK"
+  if { [ "$rc" -ne 0 ] || [ -n "${BENCH_KEEP_LOGS:-}" ]; } && [ -d "$WORK" ]; then
+    log "logs kept in $WORK"
   else
     rm -rf "$WORK"
   fi
@@ -424,6 +424,7 @@ chat-api CPU:          $(awk -v t=$((cpu1 - cpu0)) -v s="$elapsed" -v hz="$(getc
 added first byte:      p50 $(usms "$(sfield ttfb_p50_us)") ms, p99 $(usms "$(sfield ttfb_p99_us)") ms, max $(usms "$(sfield ttfb_max_us)") ms  (first delta; the upstream's first chunk is at 0)
 added last byte:       p50 $(usms "$(sfield last_p50_us)") ms, p99 $(usms "$(sfield last_p99_us)") ms, max $(usms "$(sfield last_max_us)") ms  (done, over the upstream's last chunk)
 EOF
+  sed -n 's/^STREAM failures: /failures by reason:    /p' "$WORK/stream-client.txt"
 }
 
 if run_enabled turns; then turns_run; fi

@@ -46,11 +46,38 @@ struct Turn {
     ok: bool,
     first_delta: Option<Duration>,
     done: Option<Duration>,
+    /// Why a failed turn failed: the HTTP status and error code, the error
+    /// event's code, or the transport error's kind.
+    failure: Option<String>,
+}
+
+fn failed(why: String) -> Turn {
+    Turn { ok: false, first_delta: None, done: None, failure: Some(why) }
+}
+
+fn transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    format!("transport {kind}")
+}
+
+/// The `error.code` of a JSON error body or event payload.
+fn error_code(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 async fn turn(client: reqwest::Client, url: String, body: String, key: String) -> Turn {
     let sent = Instant::now();
-    let failed = Turn { ok: false, first_delta: None, done: None };
     let response = match client
         .post(format!("{url}/api/ai/chat"))
         .header("content-type", "application/json")
@@ -60,23 +87,32 @@ async fn turn(client: reqwest::Client, url: String, body: String, key: String) -
         .await
     {
         Ok(r) if r.status().is_success() => r,
-        _ => return failed,
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            return failed(format!("HTTP {status} {}", error_code(&body)));
+        }
+        Err(e) => return failed(transport(&e)),
     };
     let mut events = response.bytes_stream().eventsource();
     let (mut first_delta, mut deltas) = (None, 0usize);
     while let Some(event) = events.next().await {
-        let Ok(event) = event else { return failed };
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => return failed(format!("stream {e}")),
+        };
         match event.event.as_str() {
             "conversation" => {}
             "delta" => {
                 deltas += 1;
                 first_delta.get_or_insert_with(|| sent.elapsed());
             }
-            "done" => return Turn { ok: deltas > 0, first_delta, done: Some(sent.elapsed()) },
-            _ => return failed,
+            "done" => return Turn { ok: deltas > 0, first_delta, done: Some(sent.elapsed()), failure: None },
+            "error" => return failed(format!("error event {}", error_code(&event.data))),
+            other => return failed(format!("unexpected event {other}")),
         }
     }
-    failed
+    failed("stream ended without done".to_owned())
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -123,7 +159,7 @@ async fn main() {
     }
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
-        results.push(task.await.unwrap_or(Turn { ok: false, first_delta: None, done: None }));
+        results.push(task.await.unwrap_or_else(|e| failed(format!("task {e}"))));
     }
     let step_us = (args.duration_ms * 1000 / u64::from(args.chunks.max(1))) as i64;
     let upstream_last_us = step_us * (i64::from(args.chunks) - 1);
@@ -147,4 +183,12 @@ async fn main() {
         percentile(&last, 99.0),
         last.last().copied().unwrap_or(0),
     );
+    let mut reasons: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for why in results.iter().filter_map(|t| t.failure.as_deref()) {
+        *reasons.entry(why).or_default() += 1;
+    }
+    if !reasons.is_empty() {
+        let list: Vec<String> = reasons.iter().map(|(why, n)| format!("{why}: {n}")).collect();
+        println!("STREAM failures: {}", list.join("; "));
+    }
 }
