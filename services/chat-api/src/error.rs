@@ -149,20 +149,9 @@ impl From<sqlx::Error> for ApiError {
 
 /// Logs a failed provider call without the provider's own text: an error
 /// message may quote the prompt (the caller still gets it in the response).
+/// [`ProviderError::redacted`] is the one place that decides what is safe.
 fn log_provider_error(e: &ProviderError) {
-    match e {
-        ProviderError::Upstream { status, code, .. } => {
-            tracing::warn!(outcome = e.error_type(), upstream_status = status, upstream_code = ?code, "provider call failed")
-        }
-        ProviderError::RateLimited { retry_after, .. } => {
-            tracing::warn!(outcome = e.error_type(), retry_after = ?retry_after, "provider call failed")
-        }
-        ProviderError::ContentFiltered { .. } => tracing::warn!(outcome = e.error_type(), "provider call failed"),
-        ProviderError::InvalidResponse(_) => {
-            tracing::warn!(outcome = e.error_type(), kind = "invalid_response", "provider call failed")
-        }
-        _ => tracing::warn!(error = %e, "provider call failed"),
-    }
+    tracing::warn!(outcome = e.error_type(), error = %e.redacted(), "provider call failed");
 }
 
 /// The JSON error envelope.

@@ -143,7 +143,8 @@ impl ProviderError {
     }
 
     /// What happened, without the provider's own text (which may quote the
-    /// prompt): for logs and stored task errors.
+    /// prompt): the only form of a provider error that logs and stored task
+    /// errors carry.
     pub fn redacted(&self) -> String {
         match self {
             Self::Upstream { status, code, .. } => match code {

@@ -25,7 +25,7 @@ impl Fallback {
     /// Whether `err` of the primary sends the call to the fallback (and counts it).
     fn take_over(&self, err: &ProviderError) -> bool {
         let Some(reason) = policy::falls_back(err) else { return false };
-        tracing::warn!(error = %err, reason, fallback = self.fallback.name(), "the fallback provider answers");
+        tracing::warn!(error = %err.redacted(), reason, fallback = self.fallback.name(), "the fallback provider answers");
         self.metrics.count_provider_fallback(self.primary.name(), self.fallback.name(), reason);
         true
     }

@@ -126,7 +126,7 @@ impl Guarded {
                 return Err(err);
             }
             self.metrics.count_provider_retry(self.inner.name(), self.endpoint, policy::retry_reason(&err));
-            tracing::info!(error = %err, wait_ms = wait.as_millis() as u64, endpoint = self.endpoint, "retrying the provider call");
+            tracing::info!(error = %err.redacted(), wait_ms = wait.as_millis() as u64, endpoint = self.endpoint, "retrying the provider call");
             tokio::time::sleep(wait).await;
         }
     }
