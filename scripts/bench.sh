@@ -398,20 +398,21 @@ stream_run() {
   case "$out" in *'event: done'*) ;; *) die "streamed turn failed: $(tail -c 600 <<<"$out")" ;; esac
 
   log "streaming: $turns turns at $rate/s, each answer $chunks chunks over ${secs}s ($(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  local cpu0 cpu1 t0 t1 rss_peak line elapsed stored
-  cpu0=$(cpu_ticks "$STREAM_API_PID")
+  local cpu0 cpu1 up0 up1 busy0 busy1 t0 t1 rss_peak line elapsed stored
+  cpu0=$(cpu_ticks "$STREAM_API_PID"); up0=$(cpu_ticks "$STREAM_UP_PID"); read -r busy0 _ < <(machine_ticks)
   t0=$(date +%s.%N)
   "$EXAMPLES/bench_stream_client" --url "$url" --api-key "$API_KEY" --user "$BENCH_USER" --turns "$turns" \
     --rate "$rate" --chunks "$chunks" --duration-ms "$((secs * 1000))" --h2-connections "$h2" >"$WORK/stream-client.txt" 2>&1 \
     || { cat "$WORK/stream-client.txt" >&2; die "the streaming client failed"; }
   t1=$(date +%s.%N)
-  cpu1=$(cpu_ticks "$STREAM_API_PID")
+  cpu1=$(cpu_ticks "$STREAM_API_PID"); up1=$(cpu_ticks "$STREAM_UP_PID"); read -r busy1 _ < <(machine_ticks)
   rss_peak=$(awk '/^VmHWM:/ {print $2}' "/proc/$STREAM_API_PID/status")
   line=$(grep '^STREAM ' "$WORK/stream-client.txt") || { cat "$WORK/stream-client.txt" >&2; die "no STREAM line"; }
   sfield() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $line"; }
   elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   stored=$(psql_q -c "SELECT count(*) FROM chatbot_conversation_audit WHERE title LIKE 'Benchmark turn %'")
   usms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
+  stream_cores() { awk -v t="$1" -v s="$elapsed" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s }'; }
   cat <<EOF
 
 == Colloquy chat API streaming benchmark ($(nproc) cores, fsync on) ==
@@ -420,10 +421,13 @@ connections:           client to chat-api: $([ "$h2" -gt 0 ] && echo "HTTP/2 (h2
 in flight at once:     $(sfield peak_in_flight) (peak, counted by the client)
 failed turns:          $(sfield failed)   (turns stored: ${stored})
 chat-api peak RSS:     $(awk -v k="$rss_peak" 'BEGIN { printf "%.1f", k / 1024 }') MiB
-chat-api CPU:          $(awk -v t=$((cpu1 - cpu0)) -v s="$elapsed" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s }') cores (average over ${elapsed}s)
+chat-api CPU:          $(stream_cores $((cpu1 - cpu0))) cores (average over ${elapsed}s)
+CPU of the rest:       fake upstream $(stream_cores $((up1 - up0))), client $(stream_cores "$(sfield cpu_ticks)"), whole machine $(stream_cores $((busy1 - busy0))) of $(nproc) cores (PostgreSQL is most of the difference)
+conversation event:    p50 $(usms "$(sfield conv_p50_us)") ms, p99 $(usms "$(sfield conv_p99_us)") ms, max $(usms "$(sfield conv_max_us)") ms  (chat-api's first byte, sent before it calls the upstream)
 added first byte:      p50 $(usms "$(sfield ttfb_p50_us)") ms, p99 $(usms "$(sfield ttfb_p99_us)") ms, max $(usms "$(sfield ttfb_max_us)") ms  (first delta; the upstream's first chunk is at 0)
 added last byte:       p50 $(usms "$(sfield last_p50_us)") ms, p99 $(usms "$(sfield last_p99_us)") ms, max $(usms "$(sfield last_max_us)") ms  (done, over the upstream's last chunk)
 EOF
+  sed -n 's/^STREAM-BY-SECOND /first byte p99 by second of start (ms): /p' "$WORK/stream-client.txt"
   sed -n 's/^STREAM failures: /failures by reason:    /p' "$WORK/stream-client.txt"
 }
 

@@ -3,9 +3,11 @@
 //! `--rate` per second, so that `rate * answer duration` turns are in flight
 //! at once, reads every event, and prints one `STREAM key=value ...` line:
 //! turns that failed (anything but `conversation`, deltas, `done`), the most
-//! turns in flight, and the time to the first delta and to `done` added over
-//! the upstream's own (its first chunk at once, its last at
-//! `(chunks - 1) * duration / chunks`), p50/p99/max in microseconds.
+//! turns in flight, the time to the `conversation` event (chat-api's own first
+//! byte, sent before it calls the upstream), the time to the first delta and
+//! to `done` added over the upstream's own (its first chunk at once, its last
+//! at `(chunks - 1) * duration / chunks`), p50/p99/max in microseconds, and
+//! the client's own CPU time (it shares the machine with what it measures).
 //!
 //!   cargo run --release -p chat-api --example bench_stream_client -- --url http://127.0.0.1:8000 ...
 
@@ -44,6 +46,8 @@ struct Args {
 
 struct Turn {
     ok: bool,
+    /// When the `conversation` event arrived.
+    announced: Option<Duration>,
     first_delta: Option<Duration>,
     done: Option<Duration>,
     /// Why a failed turn failed: the HTTP status and error code, the error
@@ -52,7 +56,7 @@ struct Turn {
 }
 
 fn failed(why: String) -> Turn {
-    Turn { ok: false, first_delta: None, done: None, failure: Some(why) }
+    Turn { ok: false, announced: None, first_delta: None, done: None, failure: Some(why) }
 }
 
 fn transport(e: &reqwest::Error) -> String {
@@ -95,24 +99,38 @@ async fn turn(client: reqwest::Client, url: String, body: String, key: String) -
         Err(e) => return failed(transport(&e)),
     };
     let mut events = response.bytes_stream().eventsource();
-    let (mut first_delta, mut deltas) = (None, 0usize);
+    let (mut announced, mut first_delta, mut deltas) = (None, None, 0usize);
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
             Err(e) => return failed(format!("stream {e}")),
         };
         match event.event.as_str() {
-            "conversation" => {}
+            "conversation" => {
+                announced.get_or_insert_with(|| sent.elapsed());
+            }
             "delta" => {
                 deltas += 1;
                 first_delta.get_or_insert_with(|| sent.elapsed());
             }
-            "done" => return Turn { ok: deltas > 0, first_delta, done: Some(sent.elapsed()), failure: None },
+            "done" => {
+                return Turn { ok: deltas > 0, announced, first_delta, done: Some(sent.elapsed()), failure: None };
+            }
             "error" => return failed(format!("error event {}", error_code(&event.data))),
             other => return failed(format!("unexpected event {other}")),
         }
     }
     failed("stream ended without done".to_owned())
+}
+
+/// This process's CPU time so far (user + system), in clock ticks, from
+/// `/proc/self/stat` (fields 14 and 15); 0 where there is no procfs.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after "pid (comm) ": the 3rd field (state) is the first word.
+    let fields: Vec<&str> = stat.rsplit_once(") ").map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(14) + field(15)
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -164,18 +182,25 @@ async fn main() {
     let step_us = (args.duration_ms * 1000 / u64::from(args.chunks.max(1))) as i64;
     let upstream_last_us = step_us * (i64::from(args.chunks) - 1);
     let ok: Vec<&Turn> = results.iter().filter(|t| t.ok).collect();
+    let mut conv: Vec<i64> = ok.iter().filter_map(|t| t.announced).map(|d| d.as_micros() as i64).collect();
     let mut ttfb: Vec<i64> = ok.iter().filter_map(|t| t.first_delta).map(|d| d.as_micros() as i64).collect();
     let mut last: Vec<i64> =
         ok.iter().filter_map(|t| t.done).map(|d| d.as_micros() as i64 - upstream_last_us).collect();
+    conv.sort_unstable();
     ttfb.sort_unstable();
     last.sort_unstable();
     println!(
-        "STREAM turns={} failed={} peak_in_flight={} elapsed_s={:.1} ttfb_p50_us={} ttfb_p99_us={} ttfb_max_us={} \
+        "STREAM turns={} failed={} peak_in_flight={} elapsed_s={:.1} cpu_ticks={} conv_p50_us={} conv_p99_us={} \
+         conv_max_us={} ttfb_p50_us={} ttfb_p99_us={} ttfb_max_us={} \
          last_p50_us={} last_p99_us={} last_max_us={}",
         results.len(),
         results.len() - ok.len(),
         peak.load(Ordering::SeqCst),
         started.elapsed().as_secs_f64(),
+        cpu_ticks(),
+        percentile(&conv, 50.0),
+        percentile(&conv, 99.0),
+        conv.last().copied().unwrap_or(0),
         percentile(&ttfb, 50.0),
         percentile(&ttfb, 99.0),
         ttfb.last().copied().unwrap_or(0),
@@ -183,6 +208,19 @@ async fn main() {
         percentile(&last, 99.0),
         last.last().copied().unwrap_or(0),
     );
+    // When the slow ones started: the added first byte's p99 by second of
+    // start (turn i starts at i / rate seconds; results are in start order).
+    let per_second = args.rate.max(1) as usize;
+    let by_second: Vec<String> = results
+        .chunks(per_second)
+        .map(|turns| {
+            let mut firsts: Vec<i64> =
+                turns.iter().filter(|t| t.ok).filter_map(|t| t.first_delta).map(|d| d.as_micros() as i64).collect();
+            firsts.sort_unstable();
+            format!("{:.1}", percentile(&firsts, 99.0) as f64 / 1000.0)
+        })
+        .collect();
+    println!("STREAM-BY-SECOND {}", by_second.join(" "));
     let mut reasons: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for why in results.iter().filter_map(|t| t.failure.as_deref()) {
         *reasons.entry(why).or_default() += 1;

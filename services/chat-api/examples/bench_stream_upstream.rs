@@ -78,6 +78,7 @@ async fn answer(args: Args, body: Bytes) -> Response<Body> {
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let app = Router::new().fallback(move |body: Bytes| answer(args, body));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    // TCP_NODELAY, as a provider's front end would: each chunk leaves at once.
+    let listener = chat_api::server::listen(([127, 0, 0, 1], args.port).into()).await?;
     axum::serve(listener, app).await
 }

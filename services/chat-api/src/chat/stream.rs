@@ -113,7 +113,11 @@ impl State {
                     let turn = self.turn.as_mut()?;
                     let provider = self.service.provider.clone();
                     let mut call = ProviderCall::start(provider.as_ref(), &self.service.metrics, &mut turn.request);
-                    let opened = call.open(provider.as_ref(), &turn.request).await;
+                    // Boxed, as is the commit below: a future is as large as its
+                    // largest state, and this one lives as long as the stream; the
+                    // opening and storing states (retries, fallback, the database
+                    // write) would otherwise be carried by every stream in flight.
+                    let opened = Box::pin(call.open(provider.as_ref(), &turn.request)).await;
                     self.call = Some(call);
                     match opened {
                         Ok(stream) => self.phase = Phase::Streaming(stream),
@@ -135,7 +139,7 @@ impl State {
                             let completion =
                                 Completion { text: std::mem::take(&mut self.text), usage, model, finish_reason };
                             let turn = self.turn.take()?;
-                            return Some(match self.service.commit(turn, completion).await {
+                            return Some(match Box::pin(self.service.commit(turn, completion)).await {
                                 Ok(out) => {
                                     self.outcome = Some(StreamOutcome::Completed);
                                     TurnEvent::Done(out)

@@ -57,6 +57,11 @@ pub fn lazy_pool(config: &DatabaseConfig) -> Result<PgPool, DbError> {
         // sqlx pings every connection on acquire by default: an extra round
         // trip per statement. Ping only connections that sat idle a while.
         .test_before_acquire(false)
+        // sqlx warns for every acquire slower than 2 s: a burst of answered
+        // turns queueing for the pool (which they are built to do, see
+        // `turn_write`) printed 5,319 warnings in one streaming bench run.
+        // The pool's saturation shows on `colloquy_db_pool_connections`.
+        .acquire_slow_level(log::LevelFilter::Debug)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
                 if meta.idle_for > IDLE_PING_AFTER {
