@@ -33,6 +33,8 @@
 #                        workload controllers, since no kubelet/scheduler runs)
 #   K8S_TESTENV_TIMEOUT  seconds to wait for each component (default 120)
 #   K8S_TESTENV_SERVICE_CIDR  Service range of the plane (default SERVICE_CIDR of tools/k8s-testenv/node.env, a /24)
+#   K8S_TESTENV_APISERVER_ARGS  extra kube-apiserver flags (split on spaces), e.g. the controller
+#                        bench's, which silence the API server's own periodic writes
 #
 # `up` when a plane is already running in the same state dir: if it is healthy it is reused
 # (and the same KUBECONFIG line is printed); otherwise its leftovers are stopped and removed
@@ -48,6 +50,8 @@ TE_DIR="$REPO_ROOT/tools/k8s-testenv"
 # The Service range of a plane: node.env's (a /24: 253 Services) unless overridden, e.g. by the
 # controller bench, whose 1,000 ChatBackends each own a Service.
 SERVICE_CIDR="${K8S_TESTENV_SERVICE_CIDR:-$SERVICE_CIDR}"
+# Extra kube-apiserver flags (only a plane started with them has them).
+read -r -a APISERVER_EXTRA_ARGS <<<"${K8S_TESTENV_APISERVER_ARGS:-}"
 
 CACHE_ROOT="${COLLOQUY_CACHE_DIR:-$HOME/.cache/colloquy}/k8s-testenv"
 RUN_DIR="${K8S_TESTENV_DIR:-$CACHE_ROOT/run/${K8S_TESTENV_NAME:-default}}"
@@ -476,7 +480,7 @@ EOF
     --service-account-key-file="$RUN_DIR/pki/sa.pub" \
     --service-account-signing-key-file="$RUN_DIR/pki/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --allow-privileged=true "${node_flags[@]}"
+    --allow-privileged=true "${node_flags[@]}" "${APISERVER_EXTRA_ARGS[@]}"
   wait_for kube-apiserver "kube-apiserver /readyz" apiserver_ready
 
   write_kubeconfig "$RUN_DIR/kubeconfig" admin colloquy-admin

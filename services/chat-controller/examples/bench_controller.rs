@@ -34,6 +34,16 @@ use tokio::sync::Semaphore;
 use chat_controller::crd::ChatBackend;
 
 const CONCURRENCY: usize = 48;
+/// Verbs of `apiserver_request_total` that write.
+const WRITE_VERBS: [&str; 6] = ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
+/// `/proc/<pid>/stat` counts CPU time in these ticks per second (`getconf CLK_TCK`).
+const CLOCK_TICKS: f64 = 100.0;
+/// The cluster counts as settled after this long without a write by anyone.
+const QUIET: Duration = Duration::from_secs(10);
+/// How long the bench waits for the cluster to settle before measuring anyway.
+const SETTLE_MAX: Duration = Duration::from_secs(120);
+/// How often progress (created, Ready) is printed while converging.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 fn arg(i: usize, default: &str) -> String {
     std::env::args().nth(i).unwrap_or_else(|| default.to_string())
@@ -76,12 +86,91 @@ fn peak_rss_mib(pid: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) a process has used so far; 0 once it is gone.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / CLOCK_TICKS
+}
+
+/// The processes whose CPU time is reported per phase: the controller, this
+/// driver, and the plane's (`BENCH_CPU_PIDS`, `name=pid,...`).
+struct Cpu(Vec<(String, String)>);
+
+impl Cpu {
+    fn new(controller_pid: &str) -> Self {
+        let mut procs = vec![("controller".to_string(), controller_pid.to_string())];
+        procs.push(("driver".to_string(), std::process::id().to_string()));
+        let plane = std::env::var("BENCH_CPU_PIDS").unwrap_or_default();
+        procs.extend(plane.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())));
+        Cpu(procs)
+    }
+
+    fn sample(&self) -> Vec<f64> {
+        self.0.iter().map(|(_, pid)| cpu_secs(pid)).collect()
+    }
+
+    /// One line: CPU seconds per process between two samples.
+    fn report(&self, phase: &str, secs: f64, from: &[f64], to: &[f64]) {
+        let parts: Vec<String> =
+            self.0.iter().zip(from.iter().zip(to)).map(|((name, _), (a, b))| format!("{name} {:.1}", b - a)).collect();
+        eprintln!("bench: CPU seconds in {phase} ({secs:.1} s): {}", parts.join(", "));
+    }
+}
+
+/// Processes of other API clients paused for the steady-state window
+/// (`BENCH_PAUSE_PIDS`, `name=pid,...`: kube-controller-manager).
+struct Paused(Vec<(String, String)>);
+
+impl Paused {
+    fn from_env() -> Self {
+        let list = std::env::var("BENCH_PAUSE_PIDS").unwrap_or_default();
+        Paused(
+            list.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        )
+    }
+
+    fn signal(&self, sig: &str) {
+        for (name, pid) in &self.0 {
+            let ok = std::process::Command::new("kill").args([sig, pid.as_str()]).status().is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("bench: could not send {sig} to {name} (pid {pid})");
+            }
+        }
+    }
+
+    fn names(&self) -> String {
+        self.0.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+    }
+}
+
+/// Writes (of every client) in `now` since `before`, by verb and resource.
+fn writes_between(before: &HashMap<String, f64>, now: &HashMap<String, f64>) -> Vec<(String, f64)> {
+    let mut rows: Vec<(String, f64)> = now
+        .iter()
+        .filter(|(k, _)| WRITE_VERBS.iter().any(|v| k.split(' ').next() == Some(v)))
+        .map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
 fn ready(cb: &ChatBackend) -> bool {
     cb.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Simulates the Job controller and kubelets: every new migration Job succeeds.
-fn simulate_jobs(client: Client, ns: String) -> tokio::task::JoinHandle<()> {
+fn simulate_jobs(client: Client, ns: String, done: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let jobs: Api<Job> = Api::namespaced(client, &ns);
         let permits = Arc::new(Semaphore::new(CONCURRENCY));
@@ -91,7 +180,7 @@ fn simulate_jobs(client: Client, ns: String) -> tokio::task::JoinHandle<()> {
             if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0 {
                 continue;
             }
-            let (jobs, permit) = (jobs.clone(), permits.clone().acquire_owned().await);
+            let (jobs, permit, done) = (jobs.clone(), permits.clone().acquire_owned().await, done.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -103,6 +192,7 @@ fn simulate_jobs(client: Client, ns: String) -> tokio::task::JoinHandle<()> {
                 for _ in 0..20 {
                     if jobs.patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.is_ok()
                     {
+                        done.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -113,7 +203,7 @@ fn simulate_jobs(client: Client, ns: String) -> tokio::task::JoinHandle<()> {
 }
 
 /// Simulates the Deployment controller and kubelets: every Deployment rolls out.
-fn simulate_rollouts(client: Client, ns: String) -> tokio::task::JoinHandle<()> {
+fn simulate_rollouts(client: Client, ns: String, done: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let deps: Api<Deployment> = Api::namespaced(client, &ns);
         let permits = Arc::new(Semaphore::new(CONCURRENCY));
@@ -125,13 +215,14 @@ fn simulate_rollouts(client: Client, ns: String) -> tokio::task::JoinHandle<()> 
             if st.observed_generation == d.metadata.generation && st.ready_replicas == Some(want) {
                 continue;
             }
-            let (deps, permit) = (deps.clone(), permits.clone().acquire_owned().await);
+            let (deps, permit, done) = (deps.clone(), permits.clone().acquire_owned().await, done.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let status = json!({"status": {"observedGeneration": d.metadata.generation, "replicas": want,
                     "updatedReplicas": want, "readyReplicas": want, "availableReplicas": want}});
                 for _ in 0..20 {
                     if deps.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -167,15 +258,41 @@ async fn main() -> anyhow::Result<()> {
     namespaces.create(&PostParams::default(), &namespace).await?;
     put_secret(&client, &ns, "db", "url", "postgres://chat:chat@db/chat").await?;
     put_secret(&client, &ns, "api", "key", "0123456789abcdef-bench").await?;
-    let jobs = simulate_jobs(client.clone(), ns.clone());
-    let rollouts = simulate_rollouts(client.clone(), ns.clone());
+    let (migrated, rolled_out) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let jobs = simulate_jobs(client.clone(), ns.clone(), migrated.clone());
+    let rollouts = simulate_rollouts(client.clone(), ns.clone(), rolled_out.clone());
 
     let backends: Api<ChatBackend> = Api::namespaced(client.clone(), &ns);
     let ready_count = Arc::new(AtomicUsize::new(0));
+    let created_count = Arc::new(AtomicUsize::new(0));
+    let cpu = Cpu::new(&pid);
+    let cpu_start = cpu.sample();
+    let converge_r0 = apiserver_requests(&client).await?;
     let started = Instant::now();
+    let progress = {
+        let (created, ready, client) = (created_count.clone(), ready_count.clone(), client.clone());
+        let (migrated, rolled_out) = (migrated.clone(), rolled_out.clone());
+        let ips0 = converge_r0.get("POST ipaddresses").copied().unwrap_or(0.0);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROGRESS_EVERY).await;
+                // ClusterIPs: the API server allocates them one at a time (an IPAddress each).
+                let ips = apiserver_requests(&client).await.ok().and_then(|r| r.get("POST ipaddresses").copied());
+                eprintln!(
+                    "bench:   {:.0} s: {} created, {} ClusterIPs, {} Jobs done, {} rolled out, {} Ready",
+                    started.elapsed().as_secs_f64(),
+                    created.load(Ordering::Relaxed),
+                    ips.map_or(0.0, |n| n - ips0),
+                    migrated.load(Ordering::Relaxed),
+                    rolled_out.load(Ordering::Relaxed),
+                    ready.load(Ordering::Relaxed)
+                );
+            }
+        })
+    };
     let created = futures::stream::iter(0..count)
         .map(|i| {
-            let backends = backends.clone();
+            let (backends, created_count) = (backends.clone(), created_count.clone());
             async move {
                 let cb: ChatBackend = serde_json::from_value(json!({
                     "apiVersion": "colloquy.dev/v1alpha1", "kind": "ChatBackend",
@@ -185,6 +302,7 @@ async fn main() -> anyhow::Result<()> {
                              "apiKeySecretRef": {"name": "api", "key": "key"}}
                 }))?;
                 backends.create(&PostParams::default(), &cb).await?;
+                created_count.fetch_add(1, Ordering::Relaxed);
                 anyhow::Ok(())
             }
         })
@@ -216,17 +334,73 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
+    progress.abort();
     let ready_secs = started.elapsed().as_secs_f64();
     let n_ready = ready_count.load(Ordering::Relaxed);
     eprintln!("bench: {n_ready}/{count} Ready after {ready_secs:.1} s");
+    let cpu_ready = cpu.sample();
+    cpu.report("create and converge", ready_secs, &cpu_start, &cpu_ready);
+    let converge_r1 = apiserver_requests(&client).await?;
+    let mut rows: Vec<(String, f64)> = converge_r1
+        .iter()
+        .map(|(k, n)| (k.clone(), n - converge_r0.get(k).copied().unwrap_or(0.0)))
+        .filter(|(k, d)| *d > 0.0 && !k.starts_with("WATCH "))
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    eprintln!(
+        "bench: requests while converging (every client): {}",
+        rows.iter().map(|(k, d)| format!("{k} {d}")).collect::<Vec<_>>().join(", ")
+    );
 
-    // Steady state: let the last writes settle, then one resync window.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Settle. apiserver_request_total cannot tell clients apart, so the window
+    // must be quiet of every other one: kube-controller-manager (which still
+    // catches up with the new objects, endpoint slices and endpoints of the
+    // Services, PDB status and its "NoPods" Events, at its own client rate
+    // limit) is paused (SIGSTOP) until the window ends, the plane's API server
+    // runs without its own periodic writes (see the script), and this driver
+    // only reacts to the controller's writes. Then the window starts once
+    // nobody has written for QUIET: the last writes of the convergence are
+    // not steady state. The controller runs throughout, so every request it
+    // makes in the window (and every simulated reaction to it) is counted.
+    let paused = Paused::from_env();
+    paused.signal("-STOP");
+    let settle_start = Instant::now();
+    let settle_r0 = apiserver_requests(&client).await?;
+    let mut last = settle_r0.clone();
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = apiserver_requests(&client).await?;
+        if !writes_between(&last, &now).is_empty() {
+            quiet_since = Instant::now();
+        }
+        last = now;
+        if quiet_since.elapsed() >= QUIET || settle_start.elapsed() >= SETTLE_MAX {
+            break;
+        }
+    }
+    let settled = quiet_since.elapsed() >= QUIET;
+    let settle_secs = settle_start.elapsed().as_secs_f64();
+    eprintln!(
+        "bench: paused {}; {} after {settle_secs:.1} s; writes meanwhile: {}",
+        paused.names(),
+        if settled {
+            format!("no writes for {} s", QUIET.as_secs())
+        } else {
+            "still writing (measuring anyway)".into()
+        },
+        writes_between(&settle_r0, &last).iter().map(|(k, d)| format!("{k} {d}")).collect::<Vec<_>>().join(", ")
+    );
+    let cpu_settled = cpu.sample();
+    cpu.report("settle", settle_secs, &cpu_ready, &cpu_settled);
+
+    // Steady state: one resync window.
     let r0 = apiserver_requests(&client).await?;
     let c0 = controller_reconciles(&http, &metrics_url).await?;
     tokio::time::sleep(window).await;
     let r1 = apiserver_requests(&client).await?;
     let c1 = controller_reconciles(&http, &metrics_url).await?;
+    cpu.report("steady-state window", window.as_secs_f64(), &cpu_settled, &cpu.sample());
     let delta = |verbs: &[&str]| -> f64 {
         r1.iter()
             .filter(|(k, _)| verbs.is_empty() || verbs.iter().any(|v| k.split(' ').next() == Some(v)))
@@ -236,13 +410,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let reconciles = (c1 - c0).max(1.0);
     let requests = delta(&[]);
-    let writes = delta(&["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"]);
+    let writes = delta(&WRITE_VERBS);
     eprintln!(
         "bench: steady-state window {} s: {reconciles} reconciles, {requests} API requests ({writes} writes) in the whole cluster",
         window.as_secs()
     );
-    // By verb and resource: the window counts every client (kube-controller-manager's
-    // endpoint slices and garbage collector, this driver's simulated rollouts), not only ours.
+    // By verb and resource.
     let mut rows: Vec<_> = r1.iter().map(|(k, n)| (k, n - r0.get(k).copied().unwrap_or(0.0))).collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
     for (key, d) in rows {
@@ -250,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("bench:   {key}: {d}");
         }
     }
+    drop(paused);
     jobs.abort();
     rollouts.abort();
     let _ = namespaces.delete(&ns, &DeleteParams::background()).await;

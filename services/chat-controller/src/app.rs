@@ -78,6 +78,7 @@ pub async fn run(config: Config) -> Result<()> {
         controller_namespace: config.own_namespace(),
         service_monitor: servicemonitor::api_resource(),
         readiness_interval: crate::reconcile::READINESS_INTERVAL,
+        concurrency: config.concurrency,
     };
     let images = ImageResolver::new(Duration::from_secs(config.image_resolve_secs), config.insecure_registries.clone());
     let scopes = config.scopes();

@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = env::RESYNC_SECS, default_value_t = 300)]
     pub resync_secs: u64,
 
+    /// ChatBackends reconciled at once (per watched namespace when
+    /// `--namespace` lists several).
+    #[arg(long, env = env::CONCURRENCY, default_value_t = crate::reconcile::CONCURRENCY)]
+    pub concurrency: u16,
+
     /// Seconds an image's digest and migrations label (read from its registry)
     /// are reused before being looked up again; 0 turns registry lookups off.
     #[arg(long, env = env::IMAGE_RESOLVE_SECS, default_value_t = 300)]
@@ -94,6 +99,9 @@ impl Config {
         self.timings().validate()?;
         if self.resync_secs == 0 {
             return Err("--resync-secs must be positive".into());
+        }
+        if self.concurrency == 0 {
+            return Err("--concurrency must be positive".into());
         }
         if self.namespaces.iter().any(|n| n.trim().is_empty()) {
             return Err("--namespace: empty namespace name in the list".into());
@@ -157,6 +165,9 @@ mod tests {
         let bad = Config::try_parse_from(["chat-controller", "--renew-interval-secs", "20"]).unwrap();
         assert!(bad.validate().is_err());
         let bad = Config::try_parse_from(["chat-controller", "--renew-deadline-secs", "15"]).unwrap();
+        assert!(bad.validate().is_err());
+        assert_eq!(c.concurrency, crate::reconcile::CONCURRENCY);
+        let bad = Config::try_parse_from(["chat-controller", "--concurrency", "0"]).unwrap();
         assert!(bad.validate().is_err());
         let c = Config::try_parse_from(["chat-controller", "--namespace", "b,a,b"]).unwrap().validate().unwrap();
         assert_eq!(c.scopes(), [Some("a".to_string()), Some("b".to_string())]);

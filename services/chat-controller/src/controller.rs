@@ -19,6 +19,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -95,7 +96,8 @@ pub async fn run(
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let owned = || watcher::Config::default().labels(labels::MANAGED_SELECTOR);
-    let controller = Controller::new(api::<ChatBackend>(&client, ns), watcher::Config::default().any_semantic());
+    let controller = Controller::new(api::<ChatBackend>(&client, ns), watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency));
     let store = controller.store();
 
     let (configmaps, cm_stream) = reflect::<ConfigMap>(&client, ns, owned());

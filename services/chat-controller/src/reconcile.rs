@@ -44,6 +44,12 @@ use crate::status::{self, Observation, ProviderObservation, ServiceMonitorState}
 pub const SECRET_RETRY: Duration = Duration::from_secs(30);
 /// Periodic resync of a healthy ChatBackend (default of `--resync-secs`).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// Reconciles running at once (default of `--concurrency`). Bounded: with
+/// thousands of new ChatBackends, unbounded reconciles all wait on the API
+/// server at once (which allocates Service ClusterIPs one at a time, so their
+/// creates queue until they time out and are retried), and the controller's
+/// scheduler spends its time scanning objects held while they reconcile.
+pub const CONCURRENCY: u16 = 64;
 /// How often the chat pods' provider detail is read per ChatBackend (at most).
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(30);
 /// Backoff bounds of failed reconciliations.
@@ -63,6 +69,8 @@ pub struct Options {
     pub service_monitor: ApiResource,
     /// How often the chat pods' provider detail is read per ChatBackend.
     pub readiness_interval: Duration,
+    /// Reconciles running at once (per watch scope).
+    pub concurrency: u16,
 }
 
 impl Options {
@@ -73,6 +81,7 @@ impl Options {
             controller_namespace: None,
             service_monitor: servicemonitor::api_resource(),
             readiness_interval: READINESS_INTERVAL,
+            concurrency: CONCURRENCY,
         }
     }
 }
@@ -278,7 +287,8 @@ async fn reconcile_inner(cb: &ChatBackend, ctx: &Context) -> Result<Action> {
             obs.migration = cb.status.as_ref().and_then(|s| s.migration.clone());
             action = Action::requeue(SECRET_RETRY);
         }
-        Ok(versions) => apply_owned(cb, ctx, &ns, &versions, &mut obs).await?,
+        // Boxed: the concurrent writes make a large future (debug builds would overflow a test thread's stack).
+        Ok(versions) => Box::pin(apply_owned(cb, ctx, &ns, &versions, &mut obs)).await?,
     }
 
     obs.provider_state = provider_state(ctx, cb, &ns).await?;
@@ -364,7 +374,8 @@ async fn apply_owned(
         apply_or_remove::<ServiceAccount>(ctx, cb, ns, &sa_name, serviceaccount::service_account(cb)?).await?;
     }
 
-    // ConfigMap.
+    // The ConfigMap before what reads it (the Job's and the pods' `envFrom`):
+    // pods rolled for a config change must find the new data.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let cm = configmap::configmap(cb)?;
     let cm_name = names::configmap_name(&name);
@@ -380,13 +391,9 @@ async fn apply_owned(
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let job_name = job::job_name(cb, &target);
     let existing_job = ctx.reader.get::<Job>(ns, &job_name).await?;
-    let migration = match &existing_job {
-        Some(j) => migration_status(ctx, cb, ns, j, &target).await?,
-        None => {
-            let desired = job::migration_job(cb, &target)?;
-            if apply_if_changed(&jobs, desired, None, &ctx.memory).await?.is_some() {
-                info!(chatbackend = %key(cb), job = %job_name, image = %target.image, "created migration Job");
-            }
+    let (migration, new_job) = match &existing_job {
+        Some(j) => (migration_status(ctx, cb, ns, j, &target).await?, None),
+        None => (
             MigrationStatus {
                 job_name: job_name.clone(),
                 image: target.image.clone(),
@@ -398,8 +405,9 @@ async fn apply_owned(
                 attempts: 0,
                 retry: target.retry,
                 last_error: None,
-            }
-        }
+            },
+            Some(job::migration_job(cb, &target)?),
+        ),
     };
     let state = migration.state;
     obs.migration = Some(migration);
@@ -415,25 +423,65 @@ async fn apply_owned(
     let secret_env: Vec<(String, String, String)> =
         configmap::secret_env_refs(&cb.spec).into_iter().map(|(env, r)| (env, r.name.clone(), r.key.clone())).collect();
     let hash = config_hash(cm.data.as_ref().unwrap_or(&BTreeMap::new()), &secret_env, secret_versions);
-    obs.deployment = match run_image {
-        Some(img) => {
-            let desired = deployment::deployment(cb, &img, &hash)?;
-            apply_if_changed(&deployments, desired, existing.as_ref(), &ctx.memory).await?.or(existing)
+    let desired_deployment = run_image.map(|img| deployment::deployment(cb, &img, &hash)).transpose()?;
+
+    // The Job, the Deployment, Service, PodDisruptionBudget,
+    // HorizontalPodAutoscaler, NetworkPolicy and ServiceMonitor do not depend
+    // on one another's writes (what the Deployment runs was decided above from
+    // the cached Job): their writes go out at once, so a reconcile that
+    // creates them all waits for the slowest (a Service's ClusterIP) rather
+    // than for their sum.
+    let create_job = async {
+        match new_job {
+            Some(j) => apply_if_changed(&jobs, j, None, &ctx.memory).await.map(|w| w.is_some()),
+            None => Ok(false),
         }
-        None => existing,
     };
-
-    // Service, PodDisruptionBudget, HorizontalPodAutoscaler, NetworkPolicy.
-    apply_or_remove::<Service>(ctx, cb, ns, &name, Some(service::service(cb)?)).await?;
-    apply_or_remove::<PodDisruptionBudget>(ctx, cb, ns, &name, pdb::pdb(cb)?).await?;
-    apply_or_remove::<HorizontalPodAutoscaler>(ctx, cb, ns, &name, hpa::hpa(cb)?).await?;
+    let apply_deployment = async {
+        match desired_deployment {
+            Some(d) => apply_if_changed(&deployments, d, existing.as_ref(), &ctx.memory).await,
+            None => Ok(None),
+        }
+    };
     let np = networkpolicy::network_policy(cb, ctx.options.controller_namespace.as_deref())?;
-    apply_or_remove::<NetworkPolicy>(ctx, cb, ns, &name, np).await?;
+    let (job_created, applied_deployment, svc, pdb, hpa, np, sm) = futures::join!(
+        create_job,
+        apply_deployment,
+        apply_or_remove::<Service>(ctx, cb, ns, &name, Some(service::service(cb)?)),
+        apply_or_remove::<PodDisruptionBudget>(ctx, cb, ns, &name, pdb::pdb(cb)?),
+        apply_or_remove::<HorizontalPodAutoscaler>(ctx, cb, ns, &name, hpa::hpa(cb)?),
+        apply_or_remove::<NetworkPolicy>(ctx, cb, ns, &name, np),
+        apply_service_monitor(ctx, cb, ns),
+    );
+    if job_created? {
+        info!(chatbackend = %key(cb), job = %job_name, image = %target.image, "created migration Job");
+    }
+    obs.deployment = applied_deployment?.or(existing);
+    svc?;
+    pdb?;
+    hpa?;
+    np?;
+    obs.service_monitor = Some(sm?);
 
-    // ServiceMonitor.
+    // Superseded migration Jobs go once this image's Job has succeeded and the
+    // Deployment runs the image (finished ones only; see `job::superseded`).
+    // Housekeeping: a failure is logged and retried on the next reconcile.
+    if state == MigrationState::Succeeded
+        && obs.deployment.as_ref().and_then(deployment::current_image).as_deref() == Some(target.image.as_str())
+        && let Err(e) = delete_superseded_jobs(ctx, cb, ns, &jobs, &job_name).await
+    {
+        warn!(chatbackend = %key(cb), error = %e, "failed to delete superseded migration Jobs");
+    }
+    Ok(())
+}
+
+/// Applies the ServiceMonitor when requested and its API is served; deletes
+/// this ChatBackend's when no longer requested.
+async fn apply_service_monitor(ctx: &Context, cb: &ChatBackend, ns: &str) -> Result<ServiceMonitorState> {
+    let name = cb.name_any();
     let ar = &ctx.options.service_monitor;
-    let sm_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
-    obs.service_monitor = Some(match servicemonitor::service_monitor_with(cb, ar)? {
+    let sm_api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, ar);
+    Ok(match servicemonitor::service_monitor_with(cb, ar)? {
         Some(sm) => {
             if ctx.reader.service_monitor_api(ar).await? {
                 let existing = ctx.reader.service_monitor(ar, ns, &name).await?;
@@ -452,18 +500,7 @@ async fn apply_owned(
             }
             ServiceMonitorState::Disabled
         }
-    });
-
-    // Superseded migration Jobs go once this image's Job has succeeded and the
-    // Deployment runs the image (finished ones only; see `job::superseded`).
-    // Housekeeping: a failure is logged and retried on the next reconcile.
-    if state == MigrationState::Succeeded
-        && obs.deployment.as_ref().and_then(deployment::current_image).as_deref() == Some(target.image.as_str())
-        && let Err(e) = delete_superseded_jobs(ctx, cb, ns, &jobs, &job_name).await
-    {
-        warn!(chatbackend = %key(cb), error = %e, "failed to delete superseded migration Jobs");
-    }
-    Ok(())
+    })
 }
 
 /// The schema version the database last reported, kept across Jobs.
@@ -575,17 +612,21 @@ async fn write_status(cb: &ChatBackend, ctx: &Context, ns: &str, obs: &Observati
         api.patch_status(&cb.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     ctx.memory.wrote(memory_key, cb.resource_version(), &written);
     let reference = cb.object_ref(&());
-    for t in status::transitions(old, &new) {
-        let ev = Event {
-            type_: t.type_,
-            reason: t.reason.clone(),
-            note: Some(t.note.chars().take(1000).collect()),
-            action: if t.reason.starts_with("Migration") { actions::MIGRATE } else { actions::RECONCILE }.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-            warn!(chatbackend = %key(cb), error = %e, "failed to publish event");
-        }
+    let events = status::transitions(old, &new).into_iter().map(|t| Event {
+        type_: t.type_,
+        reason: t.reason.clone(),
+        note: Some(t.note.chars().take(1000).collect()),
+        action: if t.reason.starts_with("Migration") { actions::MIGRATE } else { actions::RECONCILE }.to_string(),
+        secondary: None,
+    });
+    // Published at once (they are independent).
+    let published = futures::future::join_all(events.map(|ev| {
+        let reference = &reference;
+        async move { ctx.recorder.publish(&ev, reference).await }
+    }))
+    .await;
+    for e in published.into_iter().filter_map(|r| r.err()) {
+        warn!(chatbackend = %key(cb), error = %e, "failed to publish event");
     }
     Ok(())
 }
