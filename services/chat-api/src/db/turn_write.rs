@@ -91,10 +91,18 @@ pub struct OpenTx {
 }
 
 impl OpenTx {
+    /// The connection belongs to the `OpenTx` before BEGIN is sent, and stays
+    /// in it until COMMIT has succeeded: a request dropped at any await in
+    /// between (its client went away) drops the `OpenTx`, which closes the
+    /// connection. Held in a local instead, it went back to the pool, where
+    /// sqlx's release check waits out the BEGIN: the next user got a
+    /// connection inside a transaction it did not open (seen in the bench as
+    /// PostgreSQL's "there is already a transaction in progress"), and a
+    /// plain write there would not have committed.
     async fn begin(pool: &PgPool, fresh: bool) -> Result<Self, sqlx::Error> {
-        let mut held = Held::acquire(pool, fresh).await?;
-        sqlx::query("BEGIN").execute(held.conn()).await?;
-        Ok(Self { held: Some(held) })
+        let mut tx = Self { held: Some(Held::acquire(pool, fresh).await?) };
+        sqlx::query("BEGIN").execute(tx.conn()).await?;
+        Ok(tx)
     }
 
     pub fn conn(&mut self) -> &mut PgConnection {
@@ -104,17 +112,12 @@ impl OpenTx {
     /// Commits. On error the outcome may be unknown (the connection broke
     /// during COMMIT): the caller checks what it wrote.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let mut held = self.held.take().expect("connection held until commit");
-        match sqlx::query("COMMIT").execute(held.conn()).await {
-            Ok(_) => {
-                held.release().await;
-                Ok(())
-            }
-            Err(e) => {
-                self.held = Some(held);
-                Err(e)
-            }
+        // On error (or if dropped meanwhile) `self` closes the connection.
+        sqlx::query("COMMIT").execute(self.conn()).await?;
+        if let Some(held) = self.held.take() {
+            held.release().await;
         }
+        Ok(())
     }
 }
 

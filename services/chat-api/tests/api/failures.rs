@@ -319,3 +319,46 @@ async fn assert_unchanged_after(app: &TestApp, id: &str) {
     let (_, usage, _) = app.conversation_row(id).await;
     assert_eq!(usage.unwrap()["turns"], 1);
 }
+
+/// A request dropped (its client gone) right after its write unit sent BEGIN
+/// must not hand the pool a connection inside that transaction: the next
+/// user's writes would run in it and not commit.
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn a_write_dropped_after_begin_returns_no_open_transaction_to_the_pool(pool: PgPool) {
+    use chat_api::db::turn_write;
+    use futures::FutureExt;
+    let service = service_pool(&database_url(&pool), 1);
+    sqlx::query("SELECT 1").execute(&service).await.unwrap();
+    let unit = std::sync::Arc::new(turn_write::WriteUnit::default());
+    let write = turn_write::write(&service, |_conn| Box::pin(async { Ok::<_, sqlx::Error>(()) }));
+    let mut request = Box::pin(turn_write::in_unit(unit, write));
+    // Poll the request by hand until the server has run its BEGIN (seen on
+    // the test's own pool), then drop it without polling again: the point
+    // where the answer to BEGIN is on its way and nothing else is done.
+    let in_transaction = "SELECT count(*) FROM pg_stat_activity \
+        WHERE datname = current_database() AND application_name = 'colloquy-chat-api' \
+          AND state = 'idle in transaction'";
+    let mut seen = 0i64;
+    'polls: for _ in 0..100 {
+        assert!((&mut request).now_or_never().is_none(), "the write waits for BEGIN's answer");
+        for _ in 0..10 {
+            seen = sqlx::query_scalar(in_transaction).fetch_one(&pool).await.unwrap();
+            if seen == 1 {
+                break 'polls;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(seen, 1, "the server ran BEGIN");
+    drop(request);
+    // The pool's only connection, next time: not inside anyone's transaction
+    // block (where a SAVEPOINT would be accepted).
+    let mut conn = service.acquire().await.unwrap();
+    let savepoint = sqlx::query("SAVEPOINT probe").execute(&mut *conn).await;
+    let code = savepoint.as_ref().err().and_then(|e| e.as_database_error()).and_then(|e| e.code());
+    assert_eq!(
+        code.as_deref(),
+        Some("25P01"),
+        "a pooled connection was left inside a dropped request's transaction: {savepoint:?}"
+    );
+}
