@@ -97,7 +97,8 @@ controller_pid=$!
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
 
 # The plane's processes, whose CPU time the driver reports per phase.
-run_dir="${K8S_TESTENV_DIR:-${COLLOQUY_CACHE_DIR:-$HOME/.cache/colloquy}/k8s-testenv/run/$K8S_TESTENV_NAME}"
+# (the plane's run directory is where k8s-testenv.sh wrote the KUBECONFIG and the pid files)
+run_dir="$(dirname "$KUBECONFIG")"
 cpu_pids=""
 for c in etcd kube-apiserver kube-controller-manager; do
   [ -f "$run_dir/$c.pid" ] && cpu_pids="$cpu_pids${cpu_pids:+,}$c=$(cat "$run_dir/$c.pid")"

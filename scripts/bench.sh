@@ -197,6 +197,11 @@ cpu_ticks() {
 }
 # Busy and total clock ticks of the whole machine (all cores), from /proc/stat.
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# Report helpers: a key=value field of the current $line, microseconds as ms,
+# clock ticks as cores busy over $elapsed seconds.
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $line"; }
+ms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
+cores() { awk -v t="$1" -v s="$elapsed" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s }'; }
 pg_pids() {
   local master; master=$(head -n 1 "$COLLOQUY_PG_DIR/data/postmaster.pid")
   echo "$master" $(pgrep -P "$master" || true)
@@ -298,12 +303,9 @@ history=$(psql_q -c "SELECT round(avg(n), 1) FROM (SELECT count(*) AS n FROM cha
   GROUP BY conversation_id) s")
 
 line=$(grep '^BENCH ' "$WORK/wrk.txt") || die "wrk printed no summary"
-field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $line"; }
 elapsed=$(awk -v a="$t0" -v b="$t1" -v d="$(field duration_us)" 'BEGIN { e = d / 1e6; if (e <= 0) e = b - a; printf "%.3f", e }')
 turns=$((after - before))
 tps=$(awk -v n="$turns" -v s="$elapsed" 'BEGIN { printf "%.0f", n / s }')
-ms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
-cores() { awk -v t="$1" -v s="$elapsed" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s }'; }
 requests=$(field requests)
 non2xx=$(field non2xx)
 api_cpu="chat-api $(cores $((api_cpu1 - api_cpu0))), PostgreSQL $(cores $((pg_cpu1 - pg_cpu0))), nginx $(cores $((nginx_cpu1 - nginx_cpu0))), wrk $(awk -v s="$elapsed" '{ printf "%.2f", ($1 + $2) / s }' "$WORK/wrk.time"), whole machine $(cores $((busy1 - busy0))) (incl. anything else running)"
@@ -408,24 +410,21 @@ stream_run() {
   cpu1=$(cpu_ticks "$STREAM_API_PID"); up1=$(cpu_ticks "$STREAM_UP_PID"); read -r busy1 _ < <(machine_ticks)
   rss_peak=$(awk '/^VmHWM:/ {print $2}' "/proc/$STREAM_API_PID/status")
   line=$(grep '^STREAM ' "$WORK/stream-client.txt") || { cat "$WORK/stream-client.txt" >&2; die "no STREAM line"; }
-  sfield() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $line"; }
   elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   stored=$(psql_q -c "SELECT count(*) FROM chatbot_conversation_audit WHERE title LIKE 'Benchmark turn %'")
-  usms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
-  stream_cores() { awk -v t="$1" -v s="$elapsed" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s }'; }
   cat <<EOF
 
 == Colloquy chat API streaming benchmark ($(nproc) cores, fsync on) ==
-load:                  $(sfield turns) streamed turns started at ${rate}/s; upstream answer: ${chunks} chunks over ${secs}s
+load:                  $(field turns) streamed turns started at ${rate}/s; upstream answer: ${chunks} chunks over ${secs}s
 connections:           client to chat-api: $([ "$h2" -gt 0 ] && echo "HTTP/2 (h2c) over $h2" || echo "HTTP/1.1, one per turn"); chat-api to upstream: HTTP/1.1, one per turn
-in flight at once:     $(sfield peak_in_flight) (peak, counted by the client)
-failed turns:          $(sfield failed)   (turns stored: ${stored})
+in flight at once:     $(field peak_in_flight) (peak, counted by the client)
+failed turns:          $(field failed)   (turns stored: ${stored})
 chat-api peak RSS:     $(awk -v k="$rss_peak" 'BEGIN { printf "%.1f", k / 1024 }') MiB
-chat-api CPU:          $(stream_cores $((cpu1 - cpu0))) cores (average over ${elapsed}s)
-CPU of the rest:       fake upstream $(stream_cores $((up1 - up0))), client $(stream_cores "$(sfield cpu_ticks)"), whole machine $(stream_cores $((busy1 - busy0))) of $(nproc) cores (PostgreSQL is most of the difference)
-conversation event:    p50 $(usms "$(sfield conv_p50_us)") ms, p99 $(usms "$(sfield conv_p99_us)") ms, max $(usms "$(sfield conv_max_us)") ms  (chat-api's first byte, sent before it calls the upstream)
-added first byte:      p50 $(usms "$(sfield ttfb_p50_us)") ms, p99 $(usms "$(sfield ttfb_p99_us)") ms, max $(usms "$(sfield ttfb_max_us)") ms  (first delta; the upstream's first chunk is at 0)
-added last byte:       p50 $(usms "$(sfield last_p50_us)") ms, p99 $(usms "$(sfield last_p99_us)") ms, max $(usms "$(sfield last_max_us)") ms  (done, over the upstream's last chunk)
+chat-api CPU:          $(cores $((cpu1 - cpu0))) cores (average over ${elapsed}s)
+CPU of the rest:       fake upstream $(cores $((up1 - up0))), client $(cores "$(field cpu_ticks)"), whole machine $(cores $((busy1 - busy0))) of $(nproc) cores (PostgreSQL is most of the difference)
+conversation event:    p50 $(ms "$(field conv_p50_us)") ms, p99 $(ms "$(field conv_p99_us)") ms, max $(ms "$(field conv_max_us)") ms  (chat-api's first byte, sent before it calls the upstream)
+added first byte:      p50 $(ms "$(field ttfb_p50_us)") ms, p99 $(ms "$(field ttfb_p99_us)") ms, max $(ms "$(field ttfb_max_us)") ms  (first delta; the upstream's first chunk is at 0)
+added last byte:       p50 $(ms "$(field last_p50_us)") ms, p99 $(ms "$(field last_p99_us)") ms, max $(ms "$(field last_max_us)") ms  (done, over the upstream's last chunk)
 EOF
   sed -n 's/^STREAM-BY-SECOND /first byte p99 by second of start (ms): /p' "$WORK/stream-client.txt"
   sed -n 's/^STREAM failures: /failures by reason:    /p' "$WORK/stream-client.txt"
@@ -635,15 +634,14 @@ EOF2
     v1_wrk "$url" "$secs" "$out_file" "$WORK/v1-$i-$name.quantiles"
     c1=$(cpu_ticks $pids); read -r b1 _ < <(machine_ticks); t1=$(date +%s%N)
     line=$(grep '^BENCH ' "$out_file") || { cat "$out_file" >&2; die "wrk printed no summary for $name"; }
-    v1f() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<" $line"; }
-    req[$name]=$((${req[$name]:-0} + $(v1f requests)))
-    dur[$name]=$((${dur[$name]:-0} + $(v1f duration_us)))
-    non2xx[$name]=$((${non2xx[$name]:-0} + $(v1f non2xx)))
-    sock[$name]=$((${sock[$name]:-0} + $(v1f connect_errors) + $(v1f read_errors) + $(v1f write_errors) + $(v1f timeouts)))
+    req[$name]=$((${req[$name]:-0} + $(field requests)))
+    dur[$name]=$((${dur[$name]:-0} + $(field duration_us)))
+    non2xx[$name]=$((${non2xx[$name]:-0} + $(field non2xx)))
+    sock[$name]=$((${sock[$name]:-0} + $(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts)))
     ticks[$name]=$((${ticks[$name]:-0} + c1 - c0))
     busy[$name]=$((${busy[$name]:-0} + b1 - b0))
     wall[$name]=$((${wall[$name]:-0} + (t1 - t0) / 1000))
-    quant[$name]+="$WORK/v1-$i-$name.quantiles:$(v1f requests) "
+    quant[$name]+="$WORK/v1-$i-$name.quantiles:$(field requests) "
   done
   load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -149,6 +149,15 @@ controller_interface() {
   for e in $(grep -oE 'CHAT_CONTROLLER_[A-Z_]+|POD_NAME|POD_NAMESPACE' "$tpl" | sort -u); do
     grep -q "\"$e\"" "$names" || { echo "env $e not in $names"; bad=1; }
   done
+  # And the other way: every controller setting is set by the chart, as an env var or as
+  # its flag, so a setting added to the controller without a chart value fails here.
+  # CHAT_CONTROLLER_LEASE_NAMESPACE is left to its default, the pod's own namespace.
+  local flag
+  for e in $(grep -oE '"CHAT_CONTROLLER_[A-Z_]+"' "$names" | tr -d '"' | sort -u); do
+    [ "$e" = CHAT_CONTROLLER_LEASE_NAMESPACE ] && continue
+    flag="--$(sed 's/^CHAT_CONTROLLER_//' <<<"$e" | tr 'A-Z_' 'a-z-')"
+    grep -q "name: $e\$" "$tpl" || grep -q -- "- $flag=" "$tpl" || { echo "controller setting $e ($flag) not set by the chart"; bad=1; }
+  done
   grep -q 'pub leader_election: bool' "$config" || { echo "--leader-election flag not in $config"; bad=1; }
   for e in /healthz /readyz; do
     grep -q "\"$e\"" "$names" && grep -q "path: $e" "$tpl" || { echo "probe path $e"; bad=1; }

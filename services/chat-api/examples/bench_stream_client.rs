@@ -133,6 +133,13 @@ fn cpu_ticks() -> u64 {
     field(14) + field(15)
 }
 
+/// One timing of each turn, in microseconds, sorted.
+fn sorted_micros<'a>(turns: impl Iterator<Item = &'a Turn>, pick: fn(&Turn) -> Option<Duration>) -> Vec<i64> {
+    let mut us: Vec<i64> = turns.filter_map(pick).map(|d| d.as_micros() as i64).collect();
+    us.sort_unstable();
+    us
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -182,13 +189,9 @@ async fn main() {
     let step_us = (args.duration_ms * 1000 / u64::from(args.chunks.max(1))) as i64;
     let upstream_last_us = step_us * (i64::from(args.chunks) - 1);
     let ok: Vec<&Turn> = results.iter().filter(|t| t.ok).collect();
-    let mut conv: Vec<i64> = ok.iter().filter_map(|t| t.announced).map(|d| d.as_micros() as i64).collect();
-    let mut ttfb: Vec<i64> = ok.iter().filter_map(|t| t.first_delta).map(|d| d.as_micros() as i64).collect();
-    let mut last: Vec<i64> =
-        ok.iter().filter_map(|t| t.done).map(|d| d.as_micros() as i64 - upstream_last_us).collect();
-    conv.sort_unstable();
-    ttfb.sort_unstable();
-    last.sort_unstable();
+    let conv = sorted_micros(ok.iter().copied(), |t| t.announced);
+    let ttfb = sorted_micros(ok.iter().copied(), |t| t.first_delta);
+    let last: Vec<i64> = sorted_micros(ok.iter().copied(), |t| t.done).iter().map(|us| us - upstream_last_us).collect();
     println!(
         "STREAM turns={} failed={} peak_in_flight={} elapsed_s={:.1} cpu_ticks={} conv_p50_us={} conv_p99_us={} \
          conv_max_us={} ttfb_p50_us={} ttfb_p99_us={} ttfb_max_us={} \
@@ -214,9 +217,7 @@ async fn main() {
     let by_second: Vec<String> = results
         .chunks(per_second)
         .map(|turns| {
-            let mut firsts: Vec<i64> =
-                turns.iter().filter(|t| t.ok).filter_map(|t| t.first_delta).map(|d| d.as_micros() as i64).collect();
-            firsts.sort_unstable();
+            let firsts = sorted_micros(turns.iter().filter(|t| t.ok), |t| t.first_delta);
             format!("{:.1}", percentile(&firsts, 99.0) as f64 / 1000.0)
         })
         .collect();

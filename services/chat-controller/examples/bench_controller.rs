@@ -96,6 +96,12 @@ fn cpu_secs(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / CLOCK_TICKS
 }
 
+/// `name=pid,...` from an environment variable (set by the script).
+fn pid_list(var: &str) -> Vec<(String, String)> {
+    let list = std::env::var(var).unwrap_or_default();
+    list.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
 /// The processes whose CPU time is reported per phase: the controller, this
 /// driver, and the plane's (`BENCH_CPU_PIDS`, `name=pid,...`).
 struct Cpu(Vec<(String, String)>);
@@ -104,8 +110,7 @@ impl Cpu {
     fn new(controller_pid: &str) -> Self {
         let mut procs = vec![("controller".to_string(), controller_pid.to_string())];
         procs.push(("driver".to_string(), std::process::id().to_string()));
-        let plane = std::env::var("BENCH_CPU_PIDS").unwrap_or_default();
-        procs.extend(plane.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())));
+        procs.extend(pid_list("BENCH_CPU_PIDS"));
         Cpu(procs)
     }
 
@@ -127,10 +132,7 @@ struct Paused(Vec<(String, String)>);
 
 impl Paused {
     fn from_env() -> Self {
-        let list = std::env::var("BENCH_PAUSE_PIDS").unwrap_or_default();
-        Paused(
-            list.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        )
+        Paused(pid_list("BENCH_PAUSE_PIDS"))
     }
 
     fn signal(&self, sig: &str) {
@@ -153,16 +155,25 @@ impl Drop for Paused {
     }
 }
 
-/// Writes (of every client) in `now` since `before`, by verb and resource.
-fn writes_between(before: &HashMap<String, f64>, now: &HashMap<String, f64>) -> Vec<(String, f64)> {
+/// Requests (of every client) in `now` since `before`, by "VERB resource",
+/// those that grew, sorted by key.
+fn requests_between(before: &HashMap<String, f64>, now: &HashMap<String, f64>) -> Vec<(String, f64)> {
     let mut rows: Vec<(String, f64)> = now
         .iter()
-        .filter(|(k, _)| WRITE_VERBS.iter().any(|v| k.split(' ').next() == Some(v)))
         .map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0.0)))
         .filter(|(_, d)| *d > 0.0)
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows
+}
+
+fn is_write(key: &str) -> bool {
+    WRITE_VERBS.iter().any(|v| key.split(' ').next() == Some(v))
+}
+
+/// Writes (of every client) in `now` since `before`, by verb and resource.
+fn writes_between(before: &HashMap<String, f64>, now: &HashMap<String, f64>) -> Vec<(String, f64)> {
+    requests_between(before, now).into_iter().filter(|(k, _)| is_write(k)).collect()
 }
 
 fn ready(cb: &ChatBackend) -> bool {
@@ -341,11 +352,8 @@ async fn main() -> anyhow::Result<()> {
     let cpu_ready = cpu.sample();
     cpu.report("create and converge", ready_secs, &cpu_start, &cpu_ready);
     let converge_r1 = apiserver_requests(&client).await?;
-    let mut rows: Vec<(String, f64)> = converge_r1
-        .iter()
-        .map(|(k, n)| (k.clone(), n - converge_r0.get(k).copied().unwrap_or(0.0)))
-        .filter(|(k, d)| *d > 0.0 && !k.starts_with("WATCH "))
-        .collect();
+    let mut rows: Vec<(String, f64)> =
+        requests_between(&converge_r0, &converge_r1).into_iter().filter(|(k, _)| !k.starts_with("WATCH ")).collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     eprintln!(
         "bench: requests while converging (every client): {}",
@@ -401,27 +409,19 @@ async fn main() -> anyhow::Result<()> {
     let r1 = apiserver_requests(&client).await?;
     let c1 = controller_reconciles(&http, &metrics_url).await?;
     cpu.report("steady-state window", window.as_secs_f64(), &cpu_settled, &cpu.sample());
-    let delta = |verbs: &[&str]| -> f64 {
-        r1.iter()
-            .filter(|(k, _)| verbs.is_empty() || verbs.iter().any(|v| k.split(' ').next() == Some(v)))
-            .filter(|(k, _)| !k.starts_with("WATCH "))
-            .map(|(v, n)| n - r0.get(v).copied().unwrap_or(0.0))
-            .sum()
-    };
+    // Watches are long-lived streams, not requests per reconcile.
+    let window_rows: Vec<(String, f64)> =
+        requests_between(&r0, &r1).into_iter().filter(|(k, _)| !k.starts_with("WATCH ")).collect();
     let reconciles = (c1 - c0).max(1.0);
-    let requests = delta(&[]);
-    let writes = delta(&WRITE_VERBS);
+    let requests: f64 = window_rows.iter().map(|(_, d)| d).sum();
+    let writes: f64 = window_rows.iter().filter(|(k, _)| is_write(k)).map(|(_, d)| d).sum();
     eprintln!(
         "bench: steady-state window {} s: {reconciles} reconciles, {requests} API requests ({writes} writes) in the whole cluster",
         window.as_secs()
     );
     // By verb and resource.
-    let mut rows: Vec<_> = r1.iter().map(|(k, n)| (k, n - r0.get(k).copied().unwrap_or(0.0))).collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    for (key, d) in rows {
-        if d > 0.0 && !key.starts_with("WATCH ") {
-            eprintln!("bench:   {key}: {d}");
-        }
+    for (key, d) in &window_rows {
+        eprintln!("bench:   {key}: {d}");
     }
     drop(paused);
     jobs.abort();

@@ -36,6 +36,9 @@ pub enum DbError {
     Migration(#[from] sqlx::migrate::MigrateError),
 }
 
+/// How chat-api's connections are named in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "colloquy-chat-api";
+
 fn options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbError> {
     let options: PgConnectOptions = config
         .url
@@ -43,7 +46,7 @@ fn options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbError> {
         .parse()
         // sqlx's message can quote the URL; do not pass it on.
         .map_err(|_| DbError::BadUrl("not a valid postgres:// URL".to_owned()))?;
-    Ok(options.application_name("colloquy-chat-api"))
+    Ok(options.application_name(APPLICATION_NAME))
 }
 
 /// A pool for serving. Connections are made lazily, so `serve` starts (and

@@ -333,28 +333,20 @@ async fn a_write_dropped_after_begin_returns_no_open_transaction_to_the_pool(poo
     // test's own pool), then drop it without polling again: the point where
     // the answer to BEGIN is on its way and nothing else is done. A request
     // that completed between two looks (a busy machine) is tried again.
-    let in_transaction = "SELECT count(*) FROM pg_stat_activity \
-        WHERE datname = current_database() AND application_name = 'colloquy-chat-api' \
-          AND state = 'idle in transaction'";
     let mut dropped_after_begin = false;
     'attempts: for _ in 0..20 {
         let unit = std::sync::Arc::new(turn_write::WriteUnit::default());
         let write = turn_write::write(&service, |_conn| Box::pin(async { Ok::<_, sqlx::Error>(()) }));
-        let mut request = Box::pin(turn_write::in_unit(unit.clone(), write));
+        let mut request = Box::pin(turn_write::in_unit(unit, write));
         for _ in 0..20 {
             if (&mut request).now_or_never().is_some() {
                 // Completed: its transaction sits in the unit, closed with it.
-                drop(unit);
                 continue 'attempts;
             }
-            for _ in 0..100 {
-                let seen: i64 = sqlx::query_scalar(in_transaction).fetch_one(&pool).await.unwrap();
-                if seen == 1 {
-                    drop(request);
-                    dropped_after_begin = true;
-                    break 'attempts;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            if service_in_transaction(&pool).await {
+                drop(request);
+                dropped_after_begin = true;
+                break 'attempts;
             }
         }
     }
@@ -369,4 +361,24 @@ async fn a_write_dropped_after_begin_returns_no_open_transaction_to_the_pool(poo
         Some("25P01"),
         "a pooled connection was left inside a dropped request's transaction: {savepoint:?}"
     );
+}
+
+/// Whether the service's connection is idle inside a transaction, looked at
+/// for up to 0.5 s.
+async fn service_in_transaction(pool: &PgPool) -> bool {
+    for _ in 0..100 {
+        let seen: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1 AND state = 'idle in transaction'",
+        )
+        .bind(chat_api::db::APPLICATION_NAME)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if seen == 1 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
 }
