@@ -563,6 +563,20 @@ func (s *suite) chatThroughService(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.serviceURL = fmt.Sprintf("http://%s:8000", svc.Spec.ClusterIP)
+	// Ready pods and an EndpointSlice do not mean kube-proxy has programmed the
+	// ClusterIP yet (on a loaded machine it lagged: "connection refused").
+	poll(t, "the Service's ClusterIP to answer /readyz", time.Minute, func(ctx context.Context) (bool, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.serviceURL+"/readyz", nil)
+		if err != nil {
+			return false, "", err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, "", err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status, nil
+	})
 	user := "2f1a4d4e-8c36-4c5c-9b1b-6a3b6a4a1b2c"
 	conv := s.mustChat(t, apiKey, user, "", "hello from the host")
 	s.mustChat(t, apiKey, user, conv, "second turn from the host")
