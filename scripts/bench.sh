@@ -25,7 +25,10 @@
 #     conversations) at BENCH_STREAM_RATE per second for BENCH_STREAM_TURNS
 #     turns, so rate x 10 s = 10,000 turns are in flight at once; the file
 #     descriptor limit is raised for that (to the hard limit at most). Upstream,
-#     chat-api holds one HTTP/1.1 connection per turn; the client speaks HTTP/2
+#     chat-api speaks HTTP/2 (h2c: LLM_HTTP_VERSION=http2), as it does with
+#     https:// providers, which negotiate HTTP/2: at most LLM_STREAMS_PER_CONNECTION
+#     (100) streams per connection (BENCH_STREAM_UPSTREAM_HTTP=http1: one
+#     HTTP/1.1 connection per turn, as with a plain-http server); the client speaks HTTP/2
 #     (h2c) over BENCH_STREAM_H2_CONNECTIONS connections (64; 0: HTTP/1.1, a
 #     connection per turn), as a proxying server or an ingress does: with
 #     HTTP/1.1 on both sides chat-api would need two sockets per turn, more than
@@ -68,7 +71,9 @@
 # BENCH_STREAM_TURNS (10000), BENCH_STREAM_RATE (1000 turns started per second),
 # BENCH_STREAM_CHUNKS (50),
 # BENCH_STREAM_SECS (10: how long one upstream answer takes),
-# BENCH_STREAM_H2_CONNECTIONS (64), BENCH_LITELLM_WORKERS (2),
+# BENCH_STREAM_H2_CONNECTIONS (64: client to chat-api; 0 for HTTP/1.1),
+# BENCH_STREAM_UPSTREAM_HTTP (http2: chat-api to the upstream, LLM_HTTP_VERSION; http1),
+# BENCH_LITELLM_WORKERS (2),
 # BENCH_LITELLM_START_SECS (300: how long LiteLLM may take to start).
 
 # Process id lists ($(pg_pids), $pids, /proc fields) are split into words on purpose.
@@ -360,9 +365,13 @@ fi
 stream_run() {
   local turns="${BENCH_STREAM_TURNS:-10000}" rate="${BENCH_STREAM_RATE:-1000}"
   local chunks="${BENCH_STREAM_CHUNKS:-50}" secs="${BENCH_STREAM_SECS:-10}" h2="${BENCH_STREAM_H2_CONNECTIONS:-64}"
-  # chat-api holds an upstream socket per turn, and one per turn downstream too without HTTP/2.
-  local want=$((turns + 1024)) hard
-  [ "$h2" -gt 0 ] || want=$((2 * turns + 1024))
+  # What https:// providers negotiate (ALPN) is HTTP/2; the fake upstream is
+  # plain http, so http2 here is h2c by prior knowledge (LLM_HTTP_VERSION).
+  local upstream_http="${BENCH_STREAM_UPSTREAM_HTTP:-http2}"
+  # Without HTTP/2, chat-api holds an upstream socket per turn, and one per turn downstream too.
+  local want=1024 hard
+  [ "$upstream_http" = http2 ] || want=$((want + turns))
+  [ "$h2" -gt 0 ] || want=$((want + turns))
   if [ "$(ulimit -n)" -lt "$want" ]; then
     ulimit -Hn "$want" 2>/dev/null || true
     hard=$(ulimit -Hn)
@@ -381,7 +390,7 @@ stream_run() {
       LLM_PROVIDER=azure-openai AZURE_OPENAI_ENDPOINT="http://127.0.0.1:$up_port" \
       AZURE_OPENAI_DEPLOYMENT_NAME=bench AZURE_OPENAI_API_KEY=bench-azure-key \
       LOG_FORMAT=json RUST_LOG="$API_RUST_LOG" \
-      MAX_IN_FLIGHT="$want"
+      MAX_IN_FLIGHT="$((turns + 1024))" LLM_HTTP_VERSION="$upstream_http"
     # MAX_IN_FLIGHT: every turn of this run is in flight at once, by design;
     # the default cap (1024) would answer the rest 503 overloaded.
     exec "$BIN" serve
@@ -409,6 +418,9 @@ stream_run() {
   t1=$(date +%s.%N)
   cpu1=$(cpu_ticks "$STREAM_API_PID"); up1=$(cpu_ticks "$STREAM_UP_PID"); read -r busy1 _ < <(machine_ticks)
   rss_peak=$(awk '/^VmHWM:/ {print $2}' "/proc/$STREAM_API_PID/status")
+  # Connections chat-api opened to the upstream (still pooled, idle, now).
+  local up_conns
+  up_conns=$(awk -v p=":$(printf '%04X' "$up_port")" '$2 ~ p"$" && $4 == "01"' /proc/net/tcp | wc -l)
   line=$(grep '^STREAM ' "$WORK/stream-client.txt") || { cat "$WORK/stream-client.txt" >&2; die "no STREAM line"; }
   elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   stored=$(psql_q -c "SELECT count(*) FROM chatbot_conversation_audit WHERE title LIKE 'Benchmark turn %'")
@@ -416,7 +428,7 @@ stream_run() {
 
 == Colloquy chat API streaming benchmark ($(nproc) cores, fsync on) ==
 load:                  $(field turns) streamed turns started at ${rate}/s; upstream answer: ${chunks} chunks over ${secs}s
-connections:           client to chat-api: $([ "$h2" -gt 0 ] && echo "HTTP/2 (h2c) over $h2" || echo "HTTP/1.1, one per turn"); chat-api to upstream: HTTP/1.1, one per turn
+connections:           client to chat-api: $([ "$h2" -gt 0 ] && echo "HTTP/2 (h2c) over $h2" || echo "HTTP/1.1, one per turn"); chat-api to upstream: $([ "$upstream_http" = http2 ] && echo "HTTP/2 (h2c)" || echo "HTTP/1.1"), ${up_conns} connections
 in flight at once:     $(field peak_in_flight) (peak, counted by the client)
 failed turns:          $(field failed)   (turns stored: ${stored})
 chat-api peak RSS:     $(awk -v k="$rss_peak" 'BEGIN { printf "%.1f", k / 1024 }') MiB

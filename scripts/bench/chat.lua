@@ -10,6 +10,8 @@
 -- finding out what each kind of turn costs).
 -- done() prints one machine-readable line starting with "BENCH ".
 
+dofile("scripts/bench/report.lua")
+
 local thread_count = 0
 local threads = {}
 
@@ -59,10 +61,5 @@ function request()
 end
 
 function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH requests=%d duration_us=%d non2xx=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d " ..
-    "p50_us=%d p90_us=%d p99_us=%d max_us=%d mean_us=%.0f\n",
-    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+  bench_report(summary, latency)
 end

@@ -7,6 +7,8 @@
 -- KEYS is "keys" (send Idempotency-Key) or "none"; RUN is a tag that makes
 -- keys unique across runs. done() prints one line starting with "BENCH ".
 
+dofile("scripts/bench/report.lua")
+
 local thread_count = 0
 
 function setup(thread)
@@ -44,10 +46,5 @@ function request()
 end
 
 function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH requests=%d duration_us=%d non2xx=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d " ..
-    "p50_us=%d p90_us=%d p99_us=%d max_us=%d mean_us=%.0f\n",
-    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+  bench_report(summary, latency)
 end

@@ -13,6 +13,8 @@
 -- quantiles there ("percent microseconds" a line), from which bench.sh merges
 -- the percentiles of several runs to within 0.1% of rank at the tail.
 
+dofile("scripts/bench/report.lua")
+
 function init(args)
   local body_file, key, user = args[1], args[2], args[3]
   assert(body_file and key and user, "usage: -- BODY_FILE API_KEY USER")
@@ -27,12 +29,7 @@ function init(args)
 end
 
 function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH requests=%d duration_us=%d non2xx=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d " ..
-    "p50_us=%d p90_us=%d p99_us=%d max_us=%d mean_us=%.0f\n",
-    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+  bench_report(summary, latency)
   local path = os.getenv("BENCH_V1_QUANTILES")
   if path and path ~= "" then
     -- wrk 4.1 gives Lua percentiles, not its histogram: 0.5% steps to 90%, then 0.1%.

@@ -19,14 +19,17 @@ use crate::routes::{self, AppState};
 use crate::shutdown::{self, Lifecycle};
 use crate::{db, llm, sweep};
 
-/// The shared outbound HTTP client (providers, JWKS, metadata server).
+/// The shared outbound HTTP client of everything but model calls (JWKS,
+/// metadata server, Secret Manager); model calls go through
+/// [`llm::Connections`].
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("colloquy-chat-api/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("TLS backend initialises")
+    llm::connections::client_builder(llm::connections::HttpVersion::Auto).build().expect("TLS backend initialises")
+}
+
+/// The clients of provider calls for `config`.
+pub fn provider_clients(config: &Config, http: reqwest::Client) -> llm::Clients {
+    let connections = llm::Connections::new(config.connections).expect("TLS backend initialises");
+    llm::Clients { connections, http }
 }
 
 /// A listener whose accepted connections have `TCP_NODELAY` set: a streamed
@@ -50,12 +53,18 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<ApiListener> {
 
 /// Builds the application state from a validated configuration.
 pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppState {
+    state_with(config, pool, &provider_clients(config, http))
+}
+
+/// [`state`] with the provider clients given.
+pub fn state_with(config: &Config, pool: sqlx::PgPool, clients: &llm::Clients) -> AppState {
+    let http = clients.http.clone();
     let metrics = Arc::new(Metrics::new());
     let provider = llm::build_resilient(
         &config.provider,
         config.fallback_provider.as_ref(),
         config.resilience,
-        http.clone(),
+        clients,
         config.llm_timeout,
         metrics.clone(),
     );
@@ -99,15 +108,23 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
         db::migrate(&pool).await?;
         tracing::info!("migrations applied");
     }
+    let clients = provider_clients(&config, http);
+    // The probe asks the provider's endpoint as model calls do (same HTTP
+    // version); Vertex's probe is the metadata server's token, plain HTTP.
+    let probe_client = match config.provider {
+        crate::config::ProviderConfig::VertexAi { .. } => clients.http.clone(),
+        _ => clients.connections.client(),
+    };
     crate::provider_probe::install(crate::provider_probe::ProviderProbe::new(
         config.provider.clone(),
-        http.clone(),
+        probe_client,
         crate::provider_probe::interval(),
     ));
-    let state = state(&config, pool.clone(), http);
+    let state = state_with(&config, pool.clone(), &clients);
     tracing::info!(
         provider = state.chat.provider.name(),
         model = state.chat.provider.model(),
+        llm_http_version = config.connections.http_version.as_str(),
         bearer_auth = config.jwt.enabled(),
         rate_limit_rpm = config.limits.requests_per_minute,
         rate_limit_tpm = config.limits.tokens_per_minute,

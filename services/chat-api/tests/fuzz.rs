@@ -190,12 +190,14 @@ struct Providers {
 }
 
 fn providers(upstream: &FakeUpstream, metadata: FakeUpstream) -> Providers {
-    let http = reqwest::Client::new();
+    let connections = chat_api::llm::Connections::new(Default::default()).unwrap();
+    let clients = chat_api::llm::Clients { connections: connections.clone(), http: reqwest::Client::new() };
     let timeout = Duration::from_secs(5);
     let endpoint = Endpoint::compatible(&format!("{}/v1", upstream.url), "m", Some(Secret::new("sk-fuzz-key-0123")));
+    let url = upstream.url.clone();
     Providers {
-        openai: OpenAiChat::new(http.clone(), endpoint, timeout),
-        vertex: VertexAi::new(http, upstream.url.clone(), "p".into(), "l".into(), "m".into(), &metadata.host, timeout),
+        openai: OpenAiChat::new(connections, endpoint, timeout),
+        vertex: VertexAi::new(&clients, url, "p".into(), "l".into(), "m".into(), &metadata.host, timeout),
         _metadata: metadata,
     }
 }

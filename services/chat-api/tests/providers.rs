@@ -6,6 +6,8 @@ mod support;
 
 #[path = "providers/azure.rs"]
 mod azure;
+#[path = "providers/connections.rs"]
+mod connections_set;
 #[path = "providers/mock.rs"]
 mod mock;
 #[path = "providers/openai.rs"]
@@ -29,6 +31,16 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()
+}
+
+/// The model-call clients with the default settings (`LLM_HTTP_VERSION=auto`).
+pub fn connections() -> chat_api::llm::Connections {
+    chat_api::llm::Connections::new(Default::default()).unwrap()
+}
+
+/// Model-call and other clients, as the service builds them.
+pub fn clients() -> chat_api::llm::Clients {
+    chat_api::llm::Clients { connections: connections(), http: http() }
 }
 
 /// System prompt, two turns of history, then the new user message.

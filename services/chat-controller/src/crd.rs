@@ -121,6 +121,10 @@ pub struct ChatBackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resilience: Option<ResilienceSpec>,
 
+    /// How the chat API connects to the provider (HTTP version, calls per connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_connections: Option<ProviderConnectionsSpec>,
+
     /// Conversation features: summaries, titles and turn order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversations: Option<ConversationsSpec>,
@@ -502,6 +506,35 @@ pub struct BreakerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub cooldown_secs: Option<i64>,
+}
+
+/// `spec.providerConnections`: how chat API pods connect to the provider.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderConnectionsSpec {
+    /// HTTP version of provider calls (`LLM_HTTP_VERSION`): `auto` (the
+    /// default: HTTP/2 where TLS negotiates it, HTTP/1.1 over plain http),
+    /// `http1`, or `http2` (also over plain http, for h2c servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<HttpVersion>,
+    /// Provider calls one connection carries at once before the pod opens
+    /// another (`LLM_STREAMS_PER_CONNECTION`, default 100); keep it at or below
+    /// the provider's HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub streams_per_connection: Option<i64>,
+}
+
+/// HTTP version of provider calls.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpVersion {
+    /// HTTP/2 where TLS negotiates it, HTTP/1.1 otherwise.
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only (prior knowledge over plain http).
+    Http2,
 }
 
 /// `spec.conversations`: summaries, titles and turn order.

@@ -11,10 +11,11 @@ use std::net::IpAddr;
 
 use clap::builder::{BoolishValueParser, PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use colloquy_contract::{defaults, env as names, log_format, provider as provider_names, titles};
+use colloquy_contract::{defaults, env as names, http_version, log_format, provider as provider_names, titles};
 
 use super::secrets::SecretInputs;
 use super::{AllowedOrigins, ConfigError, LogFormat, TitleMode};
+use crate::llm::connections::HttpVersion;
 
 /// The `chat-api` command line.
 #[derive(Debug, Parser)]
@@ -54,6 +55,8 @@ pub struct ServeArgs {
     pub provider: ProviderArgs,
     #[command(flatten)]
     pub resilience: ResilienceArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// The fallback provider's settings (`FALLBACK_` + each provider option),
     /// when `FALLBACK_LLM_PROVIDER` is set: filled in by [`parse`] from the
     /// options [`fallback_args`] adds.
@@ -163,6 +166,20 @@ pub struct ResilienceArgs {
     #[arg(long, env = names::LLM_BREAKER_COOLDOWN_SECS, default_value_t = defaults::LLM_BREAKER_COOLDOWN_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub llm_breaker_cooldown_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Provider connections")]
+pub struct ConnectionArgs {
+    /// HTTP version of provider calls: `auto` (HTTP/2 when TLS negotiates it), `http1`, or `http2` (also over
+    /// plain http://, for h2c servers).
+    #[arg(long, env = names::LLM_HTTP_VERSION, default_value = http_version::AUTO, value_parser = http_version_parser())]
+    pub llm_http_version: HttpVersion,
+    /// Provider requests one connection carries at once before another is opened (HTTP/2 streams; keep it at
+    /// or below the provider's SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = names::LLM_STREAMS_PER_CONNECTION, default_value_t = defaults::LLM_STREAMS_PER_CONNECTION,
+          value_parser = positive_usize)]
+    pub llm_streams_per_connection: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -352,6 +369,10 @@ fn on_off() -> impl TypedValueParser<Value = bool> {
 fn title_mode() -> impl TypedValueParser<Value = TitleMode> {
     PossibleValuesParser::new(titles::ALL)
         .map(|v| if v == titles::PROVIDER { TitleMode::Provider } else { TitleMode::FirstMessage })
+}
+
+fn http_version_parser() -> impl TypedValueParser<Value = HttpVersion> {
+    PossibleValuesParser::new(http_version::ALL).map(|v| HttpVersion::parse(&v).unwrap_or_default())
 }
 
 fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {

@@ -172,6 +172,8 @@ pub struct Config {
     pub fallback_provider: Option<ProviderConfig>,
     /// Retries and circuit breaker of provider calls.
     pub resilience: crate::llm::resilience::ResilienceConfig,
+    /// How provider connections are made and shared.
+    pub connections: crate::llm::connections::ConnectionSettings,
     pub llm_timeout: Duration,
     /// How long a turn waits for a conversation another turn holds.
     pub turn_wait: Duration,
@@ -278,6 +280,10 @@ impl Config {
                 max_retries: args.resilience.llm_max_retries,
                 breaker_failures: args.resilience.llm_breaker_failures,
                 breaker_cooldown: Duration::from_secs(args.resilience.llm_breaker_cooldown_secs),
+            },
+            connections: crate::llm::connections::ConnectionSettings {
+                http_version: args.connections.llm_http_version,
+                streams_per_connection: args.connections.llm_streams_per_connection,
             },
             llm_timeout,
             turn_wait: Duration::from_secs(args.chat.turn_wait_secs),

@@ -6,11 +6,13 @@
 //! | [`openai`] | the chat-completions provider (Azure OpenAI and any OpenAI-compatible server: one implementation, with pluggable URL and auth) and its wire types |
 //! | [`vertex`] | Vertex AI Gemini (`generateContent` / `streamGenerateContent?alt=sse`) and its wire types |
 //! | [`mock`] | the offline, deterministic provider |
+//! | [`connections`] | the set of HTTP clients carrying model calls (several HTTP/2 connections when one is full) |
 //! | `http` | sending a request under a timeout; header helpers |
 //! | `upstream_error` | turning a non-2xx answer (or an error in a stream) into a [`ProviderError`] without leaking credentials |
 //! | [`resilience`] | retries with backoff, the circuit breaker per endpoint, the fallback provider |
 //! | `sse` | decoding a server-sent-events body (framing by the `eventsource-stream` crate) into [`StreamEvent`]s |
 
+pub mod connections;
 mod http;
 pub mod mock;
 pub mod openai;
@@ -25,6 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::Serialize;
+
+pub use connections::Connections;
 
 use crate::config::ProviderConfig;
 use crate::metrics::Metrics;
@@ -219,15 +223,15 @@ pub fn build_resilient(
     primary: &ProviderConfig,
     fallback: Option<&ProviderConfig>,
     settings: resilience::ResilienceConfig,
-    http: reqwest::Client,
+    clients: &Clients,
     timeout: Duration,
     metrics: Arc<Metrics>,
 ) -> Arc<dyn ChatProvider> {
     if *primary == ProviderConfig::Mock && fallback.is_none() {
-        return build(primary, http, timeout);
+        return build(primary, clients, timeout);
     }
     let guarded = |config, endpoint| {
-        resilience::Guarded::new(build(config, http.clone(), timeout), endpoint, settings, timeout, metrics.clone())
+        resilience::Guarded::new(build(config, clients, timeout), endpoint, settings, timeout, metrics.clone())
     };
     let primary = guarded(primary, resilience::PRIMARY);
     match fallback {
@@ -238,19 +242,28 @@ pub fn build_resilient(
     }
 }
 
+/// The outbound clients a provider uses.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    /// Model calls ([`connections`]).
+    pub connections: Connections,
+    /// Everything else (access tokens from the metadata server).
+    pub http: reqwest::Client,
+}
+
 /// Builds the configured provider (no retries, no breaker).
-pub fn build(config: &ProviderConfig, http: reqwest::Client, timeout: Duration) -> Arc<dyn ChatProvider> {
+pub fn build(config: &ProviderConfig, clients: &Clients, timeout: Duration) -> Arc<dyn ChatProvider> {
     match config {
         ProviderConfig::AzureOpenAi { endpoint, deployment, api_version, api_key } => {
             Arc::new(openai::OpenAiChat::new(
-                http,
+                clients.connections.clone(),
                 openai::Endpoint::azure(endpoint, deployment, api_version, api_key.clone()),
                 timeout,
             ))
         }
         ProviderConfig::VertexAi { project_id, location, model, endpoint, metadata_host } => {
             Arc::new(vertex::VertexAi::new(
-                http,
+                clients,
                 endpoint.clone(),
                 project_id.clone(),
                 location.clone(),
@@ -260,7 +273,7 @@ pub fn build(config: &ProviderConfig, http: reqwest::Client, timeout: Duration) 
             ))
         }
         ProviderConfig::OpenAi { base_url, model, api_key } => Arc::new(openai::OpenAiChat::new(
-            http,
+            clients.connections.clone(),
             openai::Endpoint::compatible(base_url, model, api_key.clone()),
             timeout,
         )),

@@ -106,6 +106,8 @@ fn bad_values_name_their_variable() {
         (&[("SHUTDOWN_DRAIN_SECS", "soon")], "SHUTDOWN_DRAIN_SECS"),
         (&[("SHUTDOWN_GRACE_SECS", "-1")], "SHUTDOWN_GRACE_SECS"),
         (&[("JWT_JWKS_URL", "not a url")], "JWT_JWKS_URL"),
+        (&[("LLM_HTTP_VERSION", "h3")], "LLM_HTTP_VERSION"),
+        (&[("LLM_STREAMS_PER_CONNECTION", "0")], "LLM_STREAMS_PER_CONNECTION"),
     ];
     for (pairs, var) in cases {
         let mut all = BASE.to_vec();
@@ -320,4 +322,14 @@ fn conversation_features() {
         let err = load(&pairs).unwrap_err();
         assert_eq!(err.var(), var, "{err}");
     }
+}
+
+#[test]
+fn provider_connection_settings() {
+    use chat_api::llm::connections::{ConnectionSettings, HttpVersion};
+    let config = load(&[]).unwrap();
+    assert_eq!(config.connections, ConnectionSettings { http_version: HttpVersion::Auto, streams_per_connection: 100 });
+    let config = load(&[("LLM_HTTP_VERSION", "http2"), ("LLM_STREAMS_PER_CONNECTION", "32")]).unwrap();
+    assert_eq!(config.connections, ConnectionSettings { http_version: HttpVersion::Http2, streams_per_connection: 32 });
+    assert_eq!(load(&[("LLM_HTTP_VERSION", "http1")]).unwrap().connections.http_version, HttpVersion::Http1);
 }

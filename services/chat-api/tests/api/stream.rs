@@ -399,6 +399,34 @@ async fn missing_usage_is_estimated_and_marked(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn a_turn_streams_over_http2_to_the_provider_when_set(pool: PgPool) {
+    let llm = FakeUpstream::start().await;
+    let base = format!("{}/v1", llm.url);
+    let config = config_for(
+        &[
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "gpt-test"),
+            ("LLM_HTTP_VERSION", "http2"),
+        ],
+        &[],
+    );
+    let app = app_with(pool, &config);
+    llm.push(FakeResponse::sse(streamed_events(Kind::OpenAi, true)));
+    let reply =
+        send_stream(&app, &proxy(), json!({"user_message": "Tell me", "client_user_id": USER, "stream": true})).await;
+    assert_eq!(shape(&reply.events), ["conversation", "delta*", "done"], "{:?}", reply.events);
+    let id = reply.events[0].data["conversation_id"].as_str().unwrap();
+    assert_eq!(stored_texts(&app, id).await[1], ("assistant".into(), PIECES.concat()));
+    llm.push(whole_answer(Kind::OpenAi));
+    let whole = app.chat(json!({"user_message": "Tell me", "client_user_id": USER})).await;
+    assert_eq!(whole.body["ai_response"], PIECES.concat().as_str());
+    let seen = llm.requests();
+    assert!(seen.iter().all(|r| r.version == http::Version::HTTP_2), "{:?}", seen.iter().map(|r| r.version));
+    assert_eq!(seen[0].peer, seen[1].peer, "both calls on one HTTP/2 connection");
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn client_disconnect_stores_nothing_and_closes_the_upstream_connection(pool: PgPool) {
     let (app, up) = app_for(pool, Kind::OpenAi).await;
     up.llm.push(whole_answer(Kind::OpenAi));

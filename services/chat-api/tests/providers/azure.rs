@@ -8,7 +8,9 @@ use chat_api::llm::{ChatProvider, CompletionRequest, ProviderError, Usage};
 use serde_json::json;
 
 use crate::support::{FakeResponse, FakeUpstream};
-use crate::{LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, collect_stream, conversation, http};
+use crate::{
+    LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, collect_stream, connections, conversation,
+};
 
 const KEY: &str = "azure-test-key-0123456789abcdef";
 
@@ -17,7 +19,7 @@ fn provider(upstream: &FakeUpstream, timeout: Duration) -> OpenAiChat {
 }
 
 fn azure_at(endpoint: &str, timeout: Duration) -> OpenAiChat {
-    OpenAiChat::new(http(), Endpoint::azure(endpoint, "gpt-4o-prod", "2024-10-21", Secret::new(KEY)), timeout)
+    OpenAiChat::new(connections(), Endpoint::azure(endpoint, "gpt-4o-prod", "2024-10-21", Secret::new(KEY)), timeout)
 }
 
 fn success_body() -> serde_json::Value {

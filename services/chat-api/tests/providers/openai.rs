@@ -9,13 +9,15 @@ use chat_api::llm::{ChatProvider, ProviderError, Usage};
 use serde_json::json;
 
 use crate::support::{FakeResponse, FakeUpstream};
-use crate::{LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, collect_stream, conversation, http};
+use crate::{
+    LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, collect_stream, connections, conversation,
+};
 
 const KEY: &str = "sk-proj-test0123456789abcdefXYZ";
 
 fn provider(upstream: &FakeUpstream, key: Option<&str>, timeout: Duration) -> OpenAiChat {
     let endpoint = Endpoint::compatible(&format!("{}/v1", upstream.url), "llama-3.1-8b", key.map(Secret::new));
-    OpenAiChat::new(http(), endpoint, timeout)
+    OpenAiChat::new(connections(), endpoint, timeout)
 }
 
 fn success_body() -> serde_json::Value {

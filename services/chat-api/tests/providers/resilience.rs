@@ -15,10 +15,10 @@ use serde_json::json;
 
 use crate::support::flaky_tcp::FlakyFront;
 use crate::support::{FakeResponse, FakeUpstream};
-use crate::{TIMEOUT, collect_stream, conversation, http};
+use crate::{TIMEOUT, clients, collect_stream, connections, conversation};
 
 fn openai(base_url: &str, model: &str) -> Arc<dyn ChatProvider> {
-    Arc::new(OpenAiChat::new(http(), Endpoint::compatible(&format!("{base_url}/v1"), model, None), TIMEOUT))
+    Arc::new(OpenAiChat::new(connections(), Endpoint::compatible(&format!("{base_url}/v1"), model, None), TIMEOUT))
 }
 
 fn settings(max_retries: u32, breaker_failures: u32, cooldown: Duration) -> ResilienceConfig {
@@ -343,7 +343,7 @@ async fn the_metadata_token_survives_transient_failures() {
                "modelVersion": "gemini-2.0-flash-001"}),
     ));
     let p = VertexAi::new(
-        http(),
+        &clients(),
         vertex.url.clone(),
         "colloquy-prod".into(),
         "europe-west4".into(),
@@ -360,7 +360,7 @@ async fn the_metadata_token_survives_transient_failures() {
     let metadata = FakeUpstream::start().await;
     metadata.set_default(FakeResponse::raw(404, "text/plain", "not found"));
     let p = VertexAi::new(
-        http(),
+        &clients(),
         vertex.url.clone(),
         "colloquy-prod".into(),
         "europe-west4".into(),

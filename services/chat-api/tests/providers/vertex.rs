@@ -7,7 +7,7 @@ use chat_api::llm::{ChatProvider, ProviderError, Usage};
 use serde_json::json;
 
 use crate::support::{FakeResponse, FakeUpstream};
-use crate::{LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, collect_stream, conversation, http};
+use crate::{LONG_DELAY, SHORT_TIMEOUT, TIMEOUT, assert_done, assert_no_secret, clients, collect_stream, conversation};
 
 const TOKEN: &str = "ya29.test";
 const MODEL_PATH: &str = "/v1/projects/colloquy-prod/locations/europe-west4/publishers/google/models/gemini-2.0-flash";
@@ -29,7 +29,7 @@ impl Fixture {
 
     fn provider(&self, timeout: Duration) -> VertexAi {
         VertexAi::new(
-            http(),
+            &clients(),
             self.vertex.url.clone(),
             "colloquy-prod".into(),
             "europe-west4".into(),

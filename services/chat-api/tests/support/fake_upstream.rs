@@ -8,6 +8,8 @@
 //! assert_eq!(seen[0].path, "/v1/things");
 //! ```
 //!
+//! It speaks HTTP/1.1 and, by prior knowledge, HTTP/2 (h2c).
+//!
 //! Every request is recorded (before any scripted delay), then answered with
 //! the responder's answer when one is set and gives one, or the next queued
 //! response, or the default one. Chunked (SSE) bodies that the connection
@@ -15,13 +17,14 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -34,6 +37,10 @@ pub struct RecordedRequest {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// HTTP/1.1, or HTTP/2 (the fake also speaks h2c, by prior knowledge).
+    pub version: http::Version,
+    /// The client's address: one per connection.
+    pub peer: SocketAddr,
 }
 
 impl RecordedRequest {
@@ -223,7 +230,9 @@ impl FakeUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake upstream");
         let addr = listener.local_addr().expect("fake upstream address");
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake upstream server");
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+                .expect("fake upstream server");
         });
         FakeUpstream { url: format!("http://{addr}"), host: addr.to_string(), shared, server }
     }
@@ -282,7 +291,11 @@ impl Drop for FakeUpstream {
     }
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let recorded = RecordedRequest {
@@ -291,6 +304,8 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,
         body,
+        version: parts.version,
+        peer,
     };
     let chosen = shared.responder.lock().unwrap().as_ref().and_then(|responder| responder(&recorded));
     shared.requests.lock().unwrap().push(recorded);

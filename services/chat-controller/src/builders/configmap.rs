@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use colloquy_contract::{defaults, env, log_format, switch, titles};
+use colloquy_contract::{defaults, env, http_version, log_format, switch, titles};
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, SecretKeySelector};
 use kube::ResourceExt;
 
 use crate::builders::owned_meta;
-use crate::crd::{ChatBackend, ChatBackendSpec, LogFormat, ProviderSpec, SecretKeyRef, Titles};
+use crate::crd::{ChatBackend, ChatBackendSpec, HttpVersion, LogFormat, ProviderSpec, SecretKeyRef, Titles};
 use crate::error::{Error, Result};
 use crate::names::{self, labels};
 
@@ -147,6 +147,9 @@ pub fn config_data(spec: &ChatBackendSpec) -> Result<BTreeMap<String, String>> {
     if let Some(c) = &spec.conversations {
         num(env::TURN_WAIT_SECS, c.turn_wait_secs);
     }
+    if let Some(c) = &spec.provider_connections {
+        num(env::LLM_STREAMS_PER_CONNECTION, c.streams_per_connection);
+    }
     // Always explicit: the pods' preStop pause and grace period are computed from them.
     let (drain, grace) = spec.shutdown_secs();
     num(env::SHUTDOWN_DRAIN_SECS, Some(drain));
@@ -167,6 +170,16 @@ pub fn config_data(spec: &ChatBackendSpec) -> Result<BTreeMap<String, String>> {
                 },
             );
         }
+    }
+    if let Some(v) = spec.provider_connections.as_ref().and_then(|c| c.http_version) {
+        put(
+            env::LLM_HTTP_VERSION,
+            match v {
+                HttpVersion::Auto => http_version::AUTO,
+                HttpVersion::Http1 => http_version::HTTP1,
+                HttpVersion::Http2 => http_version::HTTP2,
+            },
+        );
     }
     if let Some(a) = spec.api_docs {
         put(env::API_DOCS, on_off(a));
@@ -241,6 +254,18 @@ mod tests {
     use crate::crd::{AzureOpenAiProvider, OpenAiProvider, ProviderSpec};
     use colloquy_contract::provider;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn http_versions_are_spelled_as_the_chat_api_reads_them() {
+        for v in [HttpVersion::Auto, HttpVersion::Http1, HttpVersion::Http2] {
+            let mut cb = backend();
+            cb.spec.provider_connections =
+                Some(crate::crd::ProviderConnectionsSpec { http_version: Some(v), ..Default::default() });
+            let set = config_data(&cb.spec).unwrap()[env::LLM_HTTP_VERSION].clone();
+            assert_eq!(serde_json::to_value(v).unwrap(), set.as_str(), "CRD value and chat API value differ");
+            assert!(http_version::ALL.contains(&set.as_str()), "{set}");
+        }
+    }
 
     #[test]
     fn mock_config_has_only_non_secret_settings() {
@@ -332,6 +357,8 @@ mod tests {
             (env::SUMMARIES, "off"),
             (env::TITLES, "provider"),
             (env::TURN_WAIT_SECS, "20"),
+            (env::LLM_HTTP_VERSION, "http2"),
+            (env::LLM_STREAMS_PER_CONNECTION, "50"),
             (env::API_DOCS, "off"),
             (env::SHUTDOWN_DRAIN_SECS, "3"),
             (env::SHUTDOWN_GRACE_SECS, "40"),

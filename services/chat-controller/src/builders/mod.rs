@@ -191,6 +191,7 @@ pub(crate) mod testutil {
                     "rateLimit": {"requestsPerMinute": 60, "tokensPerMinute": 100000},
                     "resilience": {"maxRetries": 2, "breaker": {"failures": 5, "cooldownSecs": 15}},
                     "conversations": {"summaries": false, "titles": "provider", "turnWaitSecs": 20},
+                    "providerConnections": {"httpVersion": "http2", "streamsPerConnection": 50},
                     "idempotency": {"ttlSecs": 600},
                     "apiDocs": false,
                     "shutdown": {"drainSecs": 3, "graceSecs": 40},

@@ -37,6 +37,8 @@ const THIS_ROUND: &[&str] = &[
     env::API_DOCS,
     env::SHUTDOWN_DRAIN_SECS,
     env::SHUTDOWN_GRACE_SECS,
+    env::LLM_HTTP_VERSION,
+    env::LLM_STREAMS_PER_CONNECTION,
 ];
 
 /// The provider settings the fallback provider repeats with `FALLBACK_` in front.

@@ -13,6 +13,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 
 pub use endpoint::{Auth, Endpoint};
 
+use super::connections::{Connections, Lease};
 use super::http::{optional_header, send_buffered, send_streaming, sensitive_header};
 use super::{ChatProvider, Completion, CompletionRequest, ProviderError, ProviderStream, StreamEvent, sse};
 
@@ -26,21 +27,26 @@ fn is_json(response: &reqwest::Response) -> bool {
 
 /// A chat-completions endpoint as a [`ChatProvider`].
 pub struct OpenAiChat {
-    http: reqwest::Client,
+    connections: Connections,
     endpoint: Endpoint,
     timeout: Duration,
 }
 
 impl OpenAiChat {
-    pub fn new(http: reqwest::Client, endpoint: Endpoint, timeout: Duration) -> Self {
-        Self { http, endpoint, timeout }
+    pub fn new(connections: Connections, endpoint: Endpoint, timeout: Duration) -> Self {
+        Self { connections, endpoint, timeout }
     }
 
-    fn request(&self, request: &CompletionRequest, stream: bool) -> Result<reqwest::RequestBuilder, ProviderError> {
+    fn request(
+        &self,
+        lease: &Lease,
+        request: &CompletionRequest,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let e = &self.endpoint;
         let model = e.model_in_body.then_some(e.model.as_str());
-        let mut builder = self
-            .http
+        let mut builder = lease
+            .client()
             .post(e.url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(wire::request_body(model, &request.messages, stream));
@@ -69,7 +75,8 @@ impl ChatProvider for OpenAiChat {
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let (status, headers, body) = send_buffered(self.request(request, false)?, self.timeout).await?;
+        let lease = self.connections.acquire();
+        let (status, headers, body) = send_buffered(self.request(&lease, request, false)?, self.timeout).await?;
         if !(200..300).contains(&status) {
             return Err(self.error(status, &headers, &body));
         }
@@ -77,7 +84,8 @@ impl ChatProvider for OpenAiChat {
     }
 
     async fn stream(&self, request: &CompletionRequest) -> Result<ProviderStream, ProviderError> {
-        let builder = self.request(request, true)?;
+        let lease = self.connections.acquire();
+        let builder = self.request(&lease, request, true)?;
         let response = send_streaming(builder, self.timeout, |s, h, b| self.error(s, h, b)).await?;
         if is_json(&response) {
             // A server that ignores `stream: true` answers whole: pass it on as one delta.
@@ -90,6 +98,6 @@ impl ChatProvider for OpenAiChat {
             return Ok(Box::pin(futures::stream::iter([Ok(StreamEvent::Delta(c.text)), Ok(done)])));
         }
         let decoder = wire::ChunkDecoder::new(&self.endpoint.model, self.endpoint.auth.secret().map(str::to_owned));
-        Ok(sse::decode(response, self.timeout, decoder))
+        Ok(lease.hold(sse::decode(response, self.timeout, decoder)))
     }
 }

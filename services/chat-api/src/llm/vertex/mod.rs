@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 
+use super::connections::{Connections, Lease};
 use super::http::{optional_header, send_buffered, send_streaming, sensitive_header};
 use super::upstream_error::{MAX_MESSAGE_CHARS, excerpt, invalid_json, parse_error_body, scrub, status_error};
-use super::{ChatProvider, Completion, CompletionRequest, ProviderError, ProviderStream, sse};
+use super::{ChatProvider, Clients, Completion, CompletionRequest, ProviderError, ProviderStream, sse};
 use crate::gcp::metadata::MetadataTokenSource;
 
 /// The location whose endpoint has no location prefix.
@@ -29,7 +30,7 @@ pub fn default_endpoint(location: &str) -> String {
 
 /// A Gemini model on Vertex AI.
 pub struct VertexAi {
-    http: reqwest::Client,
+    connections: Connections,
     /// `.../models/{model}` (the method suffix is added per call).
     model_url: String,
     model: String,
@@ -38,8 +39,11 @@ pub struct VertexAi {
 }
 
 impl VertexAi {
+    /// `clients.connections` carry the model calls, `clients.http` the
+    /// metadata server's token requests (plain HTTP/1.1, whatever
+    /// `LLM_HTTP_VERSION` says).
     pub fn new(
-        http: reqwest::Client,
+        clients: &Clients,
         endpoint: String,
         project_id: String,
         location: String,
@@ -51,12 +55,13 @@ impl VertexAi {
             "{}/v1/projects/{project_id}/locations/{location}/publishers/google/models/{model}",
             endpoint.trim_end_matches('/')
         );
-        let tokens = MetadataTokenSource::new(http.clone(), metadata_host);
-        Self { http, model_url, model, tokens, timeout }
+        let tokens = MetadataTokenSource::new(clients.http.clone(), metadata_host);
+        Self { connections: clients.connections.clone(), model_url, model, tokens, timeout }
     }
 
     async fn request(
         &self,
+        lease: &Lease,
         request: &CompletionRequest,
         stream: bool,
     ) -> Result<(reqwest::RequestBuilder, String), ProviderError> {
@@ -66,8 +71,8 @@ impl VertexAi {
         } else {
             format!("{}:generateContent", self.model_url)
         };
-        let builder = self
-            .http
+        let builder = lease
+            .client()
             .post(url)
             .header(AUTHORIZATION, sensitive_header(&format!("Bearer {token}"))?)
             .header(CONTENT_TYPE, "application/json")
@@ -103,7 +108,8 @@ impl ChatProvider for VertexAi {
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let (builder, token) = self.request(request, false).await?;
+        let lease = self.connections.acquire();
+        let (builder, token) = self.request(&lease, request, false).await?;
         let (status, headers, body) = send_buffered(builder, self.timeout).await?;
         if !(200..300).contains(&status) {
             return Err(vertex_error(status, &headers, &body, &token));
@@ -114,8 +120,9 @@ impl ChatProvider for VertexAi {
     }
 
     async fn stream(&self, request: &CompletionRequest) -> Result<ProviderStream, ProviderError> {
-        let (builder, token) = self.request(request, true).await?;
+        let lease = self.connections.acquire();
+        let (builder, token) = self.request(&lease, request, true).await?;
         let response = send_streaming(builder, self.timeout, |s, h, b| vertex_error(s, h, b, &token)).await?;
-        Ok(sse::decode(response, self.timeout, wire::StreamDecoder::new(&self.model, token)))
+        Ok(lease.hold(sse::decode(response, self.timeout, wire::StreamDecoder::new(&self.model, token))))
     }
 }
