@@ -73,6 +73,7 @@
 # BENCH_STREAM_SECS (10: how long one upstream answer takes),
 # BENCH_STREAM_H2_CONNECTIONS (64: client to chat-api; 0 for HTTP/1.1),
 # BENCH_STREAM_UPSTREAM_HTTP (http2: chat-api to the upstream, LLM_HTTP_VERSION; http1),
+# BENCH_STREAM_DB_MIN (DATABASE_MIN_CONNECTIONS of the streaming run: the pool size),
 # BENCH_LITELLM_WORKERS (2),
 # BENCH_LITELLM_START_SECS (300: how long LiteLLM may take to start).
 
@@ -368,6 +369,10 @@ stream_run() {
   # What https:// providers negotiate (ALPN) is HTTP/2; the fake upstream is
   # plain http, so http2 here is h2c by prior knowledge (LLM_HTTP_VERSION).
   local upstream_http="${BENCH_STREAM_UPSTREAM_HTTP:-http2}"
+  # The pool opened at start-up, whole: a pod sized for a burst (the first
+  # second of stored turns would otherwise open it, on the request path).
+  local db_max="${DATABASE_MAX_CONNECTIONS:-16}" db_min
+  db_min="${BENCH_STREAM_DB_MIN:-$db_max}"
   # Without HTTP/2, chat-api holds an upstream socket per turn, and one per turn downstream too.
   local want=1024 hard
   [ "$upstream_http" = http2 ] || want=$((want + turns))
@@ -390,7 +395,8 @@ stream_run() {
       LLM_PROVIDER=azure-openai AZURE_OPENAI_ENDPOINT="http://127.0.0.1:$up_port" \
       AZURE_OPENAI_DEPLOYMENT_NAME=bench AZURE_OPENAI_API_KEY=bench-azure-key \
       LOG_FORMAT=json RUST_LOG="$API_RUST_LOG" \
-      MAX_IN_FLIGHT="$((turns + 1024))" LLM_HTTP_VERSION="$upstream_http"
+      MAX_IN_FLIGHT="$((turns + 1024))" LLM_HTTP_VERSION="$upstream_http" \
+      DATABASE_MIN_CONNECTIONS="$db_min" DATABASE_MAX_CONNECTIONS="$db_max"
     # MAX_IN_FLIGHT: every turn of this run is in flight at once, by design;
     # the default cap (1024) would answer the rest 503 overloaded.
     exec "$BIN" serve
@@ -429,6 +435,7 @@ stream_run() {
 == Colloquy chat API streaming benchmark ($(nproc) cores, fsync on) ==
 load:                  $(field turns) streamed turns started at ${rate}/s; upstream answer: ${chunks} chunks over ${secs}s
 connections:           client to chat-api: $([ "$h2" -gt 0 ] && echo "HTTP/2 (h2c) over $h2" || echo "HTTP/1.1, one per turn"); chat-api to upstream: $([ "$upstream_http" = http2 ] && echo "HTTP/2 (h2c)" || echo "HTTP/1.1"), ${up_conns} connections
+database pool:         DATABASE_MAX_CONNECTIONS=${db_max}, DATABASE_MIN_CONNECTIONS=${db_min} (opened at start-up)
 in flight at once:     $(field peak_in_flight) (peak, counted by the client)
 failed turns:          $(field failed)   (turns stored: ${stored})
 chat-api peak RSS:     $(awk -v k="$rss_peak" 'BEGIN { printf "%.1f", k / 1024 }') MiB

@@ -108,6 +108,7 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
         db::migrate(&pool).await?;
         tracing::info!("migrations applied");
     }
+    tokio::spawn(db::warm(pool.clone()));
     let clients = provider_clients(&config, http);
     // The probe asks the provider's endpoint as model calls do (same HTTP
     // version); Vertex's probe is the metadata server's token, plain HTTP.

@@ -435,6 +435,11 @@ pub enum Sampler {
 
 /// `spec.limits`: sizes, timeouts and the database pool.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.databaseMinConnections) || self.databaseMinConnections <= (has(self.databaseMaxConnections) ? self.databaseMaxConnections : 16)",
+    "message": "limits.databaseMinConnections must not exceed limits.databaseMaxConnections (default 16)",
+    "reason": "FieldValueInvalid"
+}]))]
 #[serde(rename_all = "camelCase")]
 pub struct LimitsSpec {
     /// Newest stored messages sent to the provider as context (`MAX_HISTORY_MESSAGES`, default 50).
@@ -465,6 +470,12 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub database_max_connections: Option<i64>,
+    /// PostgreSQL connections each pod opens at start-up and keeps open, so
+    /// a burst does not open them on the request path
+    /// (`DATABASE_MIN_CONNECTIONS`, default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub database_min_connections: Option<i64>,
 }
 
 /// `spec.rateLimit`: per-user limits of chat turns.

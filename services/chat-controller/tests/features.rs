@@ -385,6 +385,17 @@ async fn the_schema_rejects_inconsistent_settings() {
             with("autoscaling", json!({"minReplicas": 5, "maxReplicas": 2})),
             "minReplicas must not exceed",
         ),
+        (
+            "more database connections kept than the pool holds",
+            with("limits", json!({"databaseMinConnections": 17})),
+            "databaseMinConnections must not exceed",
+        ),
+        (
+            "min above an explicit pool size",
+            with("limits", json!({"databaseMinConnections": 5, "databaseMaxConnections": 4})),
+            "databaseMinConnections must not exceed",
+        ),
+        ("unknown HTTP version", with("providerConnections", json!({"httpVersion": "h3"})), "httpVersion"),
         ("sampling ratio above 1", with("telemetry", json!({"samplingRatio": 2})), "samplingRatio"),
         ("unknown sampler", with("telemetry", json!({"sampler": "sometimes"})), "sampler"),
         ("negative retry counter", with("migration", json!({"retry": -1})), "retry"),

@@ -45,6 +45,8 @@ pub mod env {
     pub const RUN_MIGRATIONS: &str = "RUN_MIGRATIONS";
     pub const MIGRATE_TIMEOUT_SECS: &str = "MIGRATE_TIMEOUT_SECS";
     pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+    /// Pooled connections opened at start-up and kept open.
+    pub const DATABASE_MIN_CONNECTIONS: &str = "DATABASE_MIN_CONNECTIONS";
     /// HS256 shared secret for Bearer JWTs (secret).
     pub const JWT_SECRET: &str = "JWT_SECRET";
     /// JWKS URL for RS256/ES256 Bearer JWTs.
@@ -220,6 +222,7 @@ pub mod env {
         SHUTDOWN_GRACE_SECS,
         LLM_HTTP_VERSION,
         LLM_STREAMS_PER_CONNECTION,
+        DATABASE_MIN_CONNECTIONS,
     ];
 
     /// Suffix naming a file that holds a secret's value (`X_FILE`).
@@ -285,6 +288,8 @@ pub mod defaults {
     /// that RFC 9113 recommends servers allow at least, and what Google's and
     /// most front ends advertise.
     pub const LLM_STREAMS_PER_CONNECTION: usize = 100;
+    /// Pooled database connections kept open (at most `DATABASE_MAX_CONNECTIONS`).
+    pub const DATABASE_MIN_CONNECTIONS: u32 = 4;
     pub const MAX_MESSAGE_CHARS: usize = 32_000;
     /// Largest request body (1 MiB).
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;

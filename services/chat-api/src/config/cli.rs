@@ -113,6 +113,10 @@ pub struct DatabaseArgs {
     #[arg(long, env = names::DATABASE_MAX_CONNECTIONS, default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub database_max_connections: u32,
+    /// Pooled connections opened at start-up, off the request path, and kept open (at most
+    /// DATABASE_MAX_CONNECTIONS) [default: 4, or DATABASE_MAX_CONNECTIONS when smaller].
+    #[arg(long, env = names::DATABASE_MIN_CONNECTIONS)]
+    pub database_min_connections: Option<u32>,
     /// How long `migrate` (and `serve` with RUN_MIGRATIONS) waits for the database, in seconds.
     #[arg(long, env = names::MIGRATE_TIMEOUT_SECS, default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]

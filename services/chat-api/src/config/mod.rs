@@ -194,6 +194,8 @@ pub struct Config {
 pub struct DatabaseConfig {
     pub url: Secret,
     pub max_connections: u32,
+    /// Connections opened at start-up and kept open ([`crate::db::warm`]).
+    pub min_connections: u32,
     /// How long `migrate` (and start-up) keeps retrying an unreachable database.
     pub connect_timeout: Duration,
 }
@@ -205,9 +207,21 @@ impl DatabaseConfig {
         if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
             return Err(ConfigError::invalid(names::DATABASE_URL, "must start with postgres:// or postgresql://"));
         }
+        let max = args.database_max_connections;
+        let min_connections = match args.database_min_connections {
+            None => colloquy_contract::defaults::DATABASE_MIN_CONNECTIONS.min(max),
+            Some(n) if n > max => {
+                return Err(ConfigError::invalid(
+                    names::DATABASE_MIN_CONNECTIONS,
+                    format!("{n} is more than {} ({max})", names::DATABASE_MAX_CONNECTIONS),
+                ));
+            }
+            Some(n) => n,
+        };
         Ok(Self {
             url,
-            max_connections: args.database_max_connections,
+            max_connections: max,
+            min_connections,
             connect_timeout: Duration::from_secs(args.migrate_timeout_secs),
         })
     }

@@ -108,6 +108,8 @@ fn bad_values_name_their_variable() {
         (&[("JWT_JWKS_URL", "not a url")], "JWT_JWKS_URL"),
         (&[("LLM_HTTP_VERSION", "h3")], "LLM_HTTP_VERSION"),
         (&[("LLM_STREAMS_PER_CONNECTION", "0")], "LLM_STREAMS_PER_CONNECTION"),
+        (&[("DATABASE_MIN_CONNECTIONS", "17")], "DATABASE_MIN_CONNECTIONS"),
+        (&[("DATABASE_MIN_CONNECTIONS", "-1")], "DATABASE_MIN_CONNECTIONS"),
     ];
     for (pairs, var) in cases {
         let mut all = BASE.to_vec();
@@ -332,4 +334,13 @@ fn provider_connection_settings() {
     let config = load(&[("LLM_HTTP_VERSION", "http2"), ("LLM_STREAMS_PER_CONNECTION", "32")]).unwrap();
     assert_eq!(config.connections, ConnectionSettings { http_version: HttpVersion::Http2, streams_per_connection: 32 });
     assert_eq!(load(&[("LLM_HTTP_VERSION", "http1")]).unwrap().connections.http_version, HttpVersion::Http1);
+}
+
+#[test]
+fn database_min_connections_default_to_four_within_the_pool_size() {
+    assert_eq!(load(&[]).unwrap().database.min_connections, 4);
+    assert_eq!(load(&[("DATABASE_MAX_CONNECTIONS", "2")]).unwrap().database.min_connections, 2);
+    assert_eq!(load(&[("DATABASE_MIN_CONNECTIONS", "0")]).unwrap().database.min_connections, 0);
+    let both = load(&[("DATABASE_MIN_CONNECTIONS", "32"), ("DATABASE_MAX_CONNECTIONS", "32")]).unwrap();
+    assert_eq!((both.database.min_connections, both.database.max_connections), (32, 32));
 }

@@ -143,6 +143,7 @@ async fn unreachable_database_is_503_not_401_or_500(pool: PgPool) {
     let dead = chat_api::db::lazy_pool(&chat_api::config::DatabaseConfig {
         url: chat_api::config::Secret::new("postgres://postgres:x@127.0.0.1:1/none"),
         max_connections: 2,
+        min_connections: 0,
         connect_timeout: Duration::from_secs(1),
     })
     .unwrap();
@@ -381,4 +382,44 @@ async fn service_in_transaction(pool: &PgPool) -> bool {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     false
+}
+
+#[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
+async fn warming_opens_the_pools_minimum_before_any_request(pool: PgPool) {
+    let warm = chat_api::db::lazy_pool(&chat_api::config::DatabaseConfig {
+        url: chat_api::config::Secret::new(database_url(&pool)),
+        max_connections: 8,
+        min_connections: 3,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    assert_eq!(warm.size(), 0, "lazy: nothing open yet");
+    chat_api::db::warm(warm.clone()).await;
+    // sqlx hands a dropped connection back to the pool from a task of its own.
+    for _ in 0..100 {
+        if warm.num_idle() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((warm.size(), warm.num_idle()), (3, 3), "three connections open, all idle in the pool");
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
+    )
+    .bind(chat_api::db::APPLICATION_NAME)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(seen >= 3, "the server sees them: {seen}");
+
+    // A database that is down is not waited for.
+    let dead = chat_api::db::lazy_pool(&chat_api::config::DatabaseConfig {
+        url: chat_api::config::Secret::new("postgres://postgres:x@127.0.0.1:1/none"),
+        max_connections: 2,
+        min_connections: 2,
+        connect_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    chat_api::db::warm(dead.clone()).await;
+    assert_eq!(dead.size(), 0);
 }

@@ -85,6 +85,7 @@ pub fn service_pool(url: &str, max_connections: u32) -> PgPool {
     chat_api::db::lazy_pool(&chat_api::config::DatabaseConfig {
         url: chat_api::config::Secret::new(url),
         max_connections,
+        min_connections: 0,
         connect_timeout: std::time::Duration::from_secs(5),
     })
     .expect("valid database URL")

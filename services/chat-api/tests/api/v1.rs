@@ -415,6 +415,7 @@ async fn database_faults_timeouts_and_overload_on_v1_are_openai_5xx(pool: PgPool
     let dead = chat_api::db::lazy_pool(&chat_api::config::DatabaseConfig {
         url: chat_api::config::Secret::new("postgres://postgres:x@127.0.0.1:1/none"),
         max_connections: 2,
+        min_connections: 0,
         connect_timeout: std::time::Duration::from_secs(1),
     })
     .unwrap();

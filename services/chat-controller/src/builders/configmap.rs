@@ -126,6 +126,7 @@ pub fn config_data(spec: &ChatBackendSpec) -> Result<BTreeMap<String, String>> {
         num(env::REQUEST_TIMEOUT_SECS, l.request_timeout_secs);
         num(env::MAX_IN_FLIGHT, l.max_in_flight);
         num(env::DATABASE_MAX_CONNECTIONS, l.database_max_connections);
+        num(env::DATABASE_MIN_CONNECTIONS, l.database_min_connections);
     }
     if let Some(r) = &spec.rate_limit {
         num(env::RATE_LIMIT_RPM, r.requests_per_minute);
@@ -352,6 +353,7 @@ mod tests {
             (env::MAX_BODY_BYTES, "65536"),
             (env::LLM_TIMEOUT_SECS, "30"),
             (env::DATABASE_MAX_CONNECTIONS, "8"),
+            (env::DATABASE_MIN_CONNECTIONS, "2"),
             (env::RATE_LIMIT_RPM, "60"),
             (env::LLM_BREAKER_COOLDOWN_SECS, "15"),
             (env::SUMMARIES, "off"),

@@ -187,7 +187,7 @@ pub(crate) mod testutil {
                                   "sampler": "parentbased_traceidratio", "samplingRatio": 0.25},
                     "limits": {"maxHistoryMessages": 20, "maxMessageChars": 4000, "maxBodyBytes": 65536,
                                "llmTimeoutSecs": 30, "requestTimeoutSecs": 45, "maxInFlight": 64,
-                               "databaseMaxConnections": 8},
+                               "databaseMaxConnections": 8, "databaseMinConnections": 2},
                     "rateLimit": {"requestsPerMinute": 60, "tokensPerMinute": 100000},
                     "resilience": {"maxRetries": 2, "breaker": {"failures": 5, "cooldownSecs": 15}},
                     "conversations": {"summaries": false, "titles": "provider", "turnWaitSecs": 20},

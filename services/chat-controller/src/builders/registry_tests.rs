@@ -39,6 +39,7 @@ const THIS_ROUND: &[&str] = &[
     env::SHUTDOWN_GRACE_SECS,
     env::LLM_HTTP_VERSION,
     env::LLM_STREAMS_PER_CONNECTION,
+    env::DATABASE_MIN_CONNECTIONS,
 ];
 
 /// The provider settings the fallback provider repeats with `FALLBACK_` in front.
