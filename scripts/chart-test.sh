@@ -16,6 +16,8 @@
 set -uo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT" || exit 1
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 CACHE="${COLLOQUY_CACHE_DIR:-$HOME/.cache/colloquy}"
 CHART=charts/colloquy
 CRD=manifests/crd/chatbackends.colloquy.dev.yaml
@@ -109,6 +111,22 @@ check "providerApiKey with the mock provider fails clearly" template_fails_with 
   "secrets.providerApiKey needs provider azureOpenAI or openAI" \
   --set 'chatBackends[0].name=x' --set 'chatBackends[0].spec.provider.mock.enabled=true' \
   --set 'chatBackends[0].secrets.providerApiKey=k'
+check "fallbackProviderApiKey without an Azure or OpenAI fallback fails clearly" template_fails_with \
+  "secrets.fallbackProviderApiKey needs fallbackProvider azureOpenAI or openAI" \
+  --set 'chatBackends[0].name=x' --set 'chatBackends[0].spec.provider.mock.enabled=true' \
+  --set 'chatBackends[0].secrets.fallbackProviderApiKey=k'
+
+# The fallback provider's key: its own Secret, referenced from spec.fallbackProvider.
+fallback_key() {
+  local out
+  out="$("$HELM" template t "$CHART" -f "$CHART/ci/full-values.yaml" --api-versions colloquy.dev/v1alpha1)" || return 1
+  grep -q 'apiKey: "ci-fallback-azure-key"' <<<"$out" || { echo "no Secret holding the fallback key"; return 1; }
+  # The Secret, and the reference under spec.fallbackProvider (helm renders map keys sorted).
+  grep -A2 '^kind: Secret$' <<<"$out" | grep -q 'name: openai-fallback-provider$' || { echo "no Secret openai-fallback-provider"; return 1; }
+  grep -A4 '^  fallbackProvider:$' <<<"$out" | grep -q 'name: openai-fallback-provider$' \
+    || { echo "spec.fallbackProvider does not reference it"; return 1; }
+}
+check "secrets.fallbackProviderApiKey fills spec.fallbackProvider's key reference" fallback_key
 
 # Without the CRD served, ChatBackends are skipped (Helm cannot map them) but their Secrets are not.
 crd_gating() {
@@ -176,8 +194,7 @@ check "generated files up to date (else: run scripts/gen-manifests.sh)" scripts/
 # ---------------------------------------------------------------- server-side dry runs
 # The CRD for real first (dry-run cannot create the type the ChatBackends need).
 install_crd() {
-  kc apply --server-side --force-conflicts --field-manager=chart-test -f "$CRD" \
-    && kc wait --for=condition=Established --timeout=60s crd/chatbackends.colloquy.dev
+  kc apply --server-side --force-conflicts --field-manager=chart-test -f "$CRD" && crd_established chatbackends.colloquy.dev
 }
 check "ChatBackend CRD applied and Established" install_crd
 
@@ -227,7 +244,7 @@ check "helm install creates the ChatBackends of the values in one step; uninstal
 plain_install() {
   local ns="$1" f
   kc apply -f manifests/ || return 1
-  kc wait --for=condition=Established --timeout=60s crd/chatbackends.colloquy.dev || return 1
+  crd_established chatbackends.colloquy.dev || return 1
   kc -n colloquy-system get deployment/chat-controller serviceaccount/chat-controller service/chat-controller-metrics || return 1
   for f in manifests/samples/*.yaml; do kc apply -n "$ns" -f "$f" || return 1; done
   kc -n "$ns" get chatbackends

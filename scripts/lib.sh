@@ -8,6 +8,21 @@ export COLLOQUY_CACHE_DIR
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$COLLOQUY_CACHE_DIR/target}"
 
 log() { printf '\033[1;34m[colloquy]\033[0m %s\n' "$*" >&2; }
+
+# Waits up to 60 s until the CRD named $1 is Established, with the caller's
+# `kc` (its kubectl and KUBECONFIG). Polled: `kubectl wait --for=condition`
+# fails at once ("accessor error") when it reads a CRD the API server has not
+# given any condition yet (seen in chart-test right after the CRD's create).
+crd_established() {
+  local _
+  for _ in $(seq 1 120); do
+    [ "$(kc get crd "$1" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ] \
+      && return 0
+    sleep 0.5
+  done
+  echo "CRD $1 not Established after 60 s" >&2
+  return 1
+}
 die() { printf '\033[1;31m[colloquy] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 # as_root CMD...: run as root (directly, or through sudo when we are not root).

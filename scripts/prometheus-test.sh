@@ -210,7 +210,7 @@ else fail "chat-api serving"; show_log "$TMP/chat-api.log"; finish; fi
 # controller counts reconcile errors (reason="invalid").
 setup_namespace() {
   kc get crd chatbackends.colloquy.dev >/dev/null 2>&1 || kc apply -f manifests/crd/ || return 1
-  kc wait --for=condition=Established --timeout=60s crd/chatbackends.colloquy.dev || return 1
+  crd_established chatbackends.colloquy.dev || return 1
   NAMESPACE="prom-test-$(date +%s)-$RANDOM"
   kc create namespace "$NAMESPACE" || return 1
   kc apply -n "$NAMESPACE" -f manifests/samples/mock.yaml || return 1

@@ -24,6 +24,10 @@ fn answer() -> FakeResponse {
     ])
 }
 
+fn connections(http_version: HttpVersion, streams_per_connection: usize) -> Connections {
+    Connections::new(ConnectionSettings { http_version, streams_per_connection }).unwrap()
+}
+
 fn provider(upstream: &FakeUpstream, connections: Connections) -> Arc<OpenAiChat> {
     Arc::new(OpenAiChat::new(connections, Endpoint::compatible(&format!("{}/v1", upstream.url), "m", None), TIMEOUT))
 }
@@ -65,8 +69,7 @@ async fn finish(calls: Vec<tokio::task::JoinHandle<(Vec<String>, chat_api::llm::
 #[tokio::test]
 async fn http2_calls_share_connections_of_at_most_the_configured_streams() {
     let upstream = FakeUpstream::start().await;
-    let connections =
-        Connections::new(ConnectionSettings { http_version: HttpVersion::Http2, streams_per_connection: 2 }).unwrap();
+    let connections = connections(HttpVersion::Http2, 2);
     let provider = provider(&upstream, connections.clone());
     let gate = Arc::new(Semaphore::new(0));
 
@@ -91,8 +94,7 @@ async fn http2_calls_share_connections_of_at_most_the_configured_streams() {
 #[tokio::test]
 async fn a_dropped_stream_frees_its_place_on_the_connection() {
     let upstream = FakeUpstream::start().await;
-    let connections =
-        Connections::new(ConnectionSettings { http_version: HttpVersion::Http2, streams_per_connection: 1 }).unwrap();
+    let connections = connections(HttpVersion::Http2, 1);
     let provider = provider(&upstream, connections.clone());
     upstream.set_default(answer().with_chunk_delay(std::time::Duration::from_secs(30)));
     let stream = provider.stream(&conversation()).await.unwrap();
@@ -106,9 +108,7 @@ async fn a_dropped_stream_frees_its_place_on_the_connection() {
 async fn auto_speaks_http1_to_plain_http_and_http1_is_http1() {
     for version in [HttpVersion::Auto, HttpVersion::Http1] {
         let upstream = FakeUpstream::start().await;
-        let connections =
-            Connections::new(ConnectionSettings { http_version: version, streams_per_connection: 100 }).unwrap();
-        let provider = provider(&upstream, connections);
+        let provider = provider(&upstream, connections(version, 100));
         let gate = Arc::new(Semaphore::new(0));
         let calls = held_calls(&upstream, &provider, &gate, 3).await;
         let seen = upstream.requests();
