@@ -91,3 +91,35 @@ async fn a_steady_state_reconcile_sends_no_request() {
     assert_eq!(deployment_writes, 1, "one repair, no duplicate from a lagging cache");
     stop_controller(stop_tx, run).await;
 }
+
+/// A cold start: ChatBackends sharing their Secrets, all reconciled at once,
+/// read each Secret's keys with one GET (the others wait for it).
+#[tokio::test]
+async fn backends_sharing_secrets_read_each_secret_once_at_a_cold_start() {
+    const N: usize = 12;
+    let admin = client().await;
+    let ns_guard = TestNs::new(&admin, "cc-shared").await;
+    let ns = ns_guard.name.clone();
+    put_secret(&admin, &ns, "db", "url", "postgres://u:p@db/chat").await;
+    put_secret(&admin, &ns, "api", "key", "0123456789abcdef-internal").await;
+    for i in 0..N {
+        create_backend(&admin, &ns, &mock_backend(&format!("shared-{i}"), 1)).await;
+    }
+
+    let (recorded, log) = recording_client().await;
+    let ctx = Arc::new(Context::new(recorded, "registry.test/chat-api:calls", Metrics::new(), None));
+    let (stop_tx, run) = start_controller(ctx, &ns);
+    // A migration Job each: every reconcile got past its Secrets.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(admin.clone(), &ns);
+    eventually("a migration Job per ChatBackend", Duration::from_secs(60), || {
+        let jobs = jobs.clone();
+        async move { (jobs.list(&Default::default()).await.ok()?.items.len() >= N).then_some(()) }
+    })
+    .await;
+    let gets = |name: &str| {
+        let path = format!("/namespaces/{ns}/secrets/{name}");
+        log.lock().unwrap().iter().filter(|(m, u)| m == "GET" && u.contains(&path)).count()
+    };
+    assert_eq!((gets("db"), gets("api")), (1, 1), "GETs of each shared Secret for {N} ChatBackends");
+    stop_controller(stop_tx, run).await;
+}
