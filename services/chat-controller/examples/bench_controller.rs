@@ -413,8 +413,9 @@ async fn main() -> anyhow::Result<()> {
     let window_rows: Vec<(String, f64)> =
         requests_between(&r0, &r1).into_iter().filter(|(k, _)| !k.starts_with("WATCH ")).collect();
     let reconciles = (c1 - c0).max(1.0);
-    let requests: f64 = window_rows.iter().map(|(_, d)| d).sum();
-    let writes: f64 = window_rows.iter().filter(|(k, _)| is_write(k)).map(|(_, d)| d).sum();
+    // `+ 0.0`: the sum of no f64 is -0.0, which printed as "-0 API requests".
+    let requests: f64 = window_rows.iter().map(|(_, d)| d).sum::<f64>() + 0.0;
+    let writes: f64 = window_rows.iter().filter(|(k, _)| is_write(k)).map(|(_, d)| d).sum::<f64>() + 0.0;
     eprintln!(
         "bench: steady-state window {} s: {reconciles} reconciles, {requests} API requests ({writes} writes) in the whole cluster",
         window.as_secs()
