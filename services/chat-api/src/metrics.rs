@@ -45,6 +45,10 @@ pub mod names {
     pub const PROVIDER_FALLBACKS: &str = "colloquy_provider_fallbacks_total";
     /// Background work (summaries, generated titles) by kind and outcome.
     pub const BACKGROUND_TASKS: &str = "colloquy_background_tasks_total";
+    /// Clients of the provider connection set (each one connection per provider host over HTTP/2).
+    pub const PROVIDER_CLIENTS: &str = "colloquy_provider_clients";
+    /// Provider calls in flight, streamed answers included until they end.
+    pub const PROVIDER_CALLS_IN_FLIGHT: &str = "colloquy_provider_calls_in_flight";
 }
 
 /// Latency buckets in seconds, from 1 ms to 2 min (LLM calls are slow).
@@ -106,6 +110,10 @@ pub struct Metrics {
     provider_retries: IntCounterVec,
     provider_fallbacks: IntCounterVec,
     background_tasks: IntCounterVec,
+    provider_clients: IntGauge,
+    provider_in_flight: IntGauge,
+    /// The provider connection set whose gauges [`Metrics::render`] refreshes.
+    connections: std::sync::OnceLock<crate::llm::Connections>,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -162,6 +170,17 @@ impl Metrics {
             .expect("valid gauge"),
             db_pool_max: IntGauge::new(names::DB_POOL_MAX, "Configured maximum database pool size.")
                 .expect("valid gauge"),
+            provider_clients: IntGauge::new(
+                names::PROVIDER_CLIENTS,
+                "Clients of the provider connection set (over HTTP/2, one connection per provider host each).",
+            )
+            .expect("valid gauge"),
+            provider_in_flight: IntGauge::new(
+                names::PROVIDER_CALLS_IN_FLIGHT,
+                "Provider calls in flight (a streamed answer until it ends).",
+            )
+            .expect("valid gauge"),
+            connections: std::sync::OnceLock::new(),
             db_duration: histogram(
                 names::DB_QUERY_DURATION,
                 "Database operation latency by operation.",
@@ -243,6 +262,8 @@ impl Metrics {
             Box::new(m.provider_retries.clone()),
             Box::new(m.provider_fallbacks.clone()),
             Box::new(m.background_tasks.clone()),
+            Box::new(m.provider_clients.clone()),
+            Box::new(m.provider_in_flight.clone()),
             Box::new(build_info),
         ];
         for c in collectors {
@@ -323,8 +344,18 @@ impl Metrics {
         self.background_tasks.with_label_values(&[kind, outcome]).inc();
     }
 
+    /// Reports on `connections` (the provider calls' clients) from now on.
+    pub fn watch_connections(&self, connections: crate::llm::Connections) {
+        let _ = self.connections.set(connections);
+    }
+
     /// The text exposition, refreshing pool gauges first.
     pub fn render(&self, pool: &PgPool) -> String {
+        if let Some(c) = self.connections.get() {
+            let in_flight = c.in_flight();
+            self.provider_clients.set(i64::try_from(in_flight.len()).unwrap_or(i64::MAX));
+            self.provider_in_flight.set(i64::try_from(in_flight.iter().sum::<usize>()).unwrap_or(i64::MAX));
+        }
         let size = i64::from(pool.size());
         let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
         self.db_pool.with_label_values(&["idle"]).set(idle);

@@ -60,6 +60,7 @@ pub fn state(config: &Config, pool: sqlx::PgPool, http: reqwest::Client) -> AppS
 pub fn state_with(config: &Config, pool: sqlx::PgPool, clients: &llm::Clients) -> AppState {
     let http = clients.http.clone();
     let metrics = Arc::new(Metrics::new());
+    metrics.watch_connections(clients.connections.clone());
     let provider = llm::build_resilient(
         &config.provider,
         config.fallback_provider.as_ref(),

@@ -424,6 +424,25 @@ async fn a_turn_streams_over_http2_to_the_provider_when_set(pool: PgPool) {
     let seen = llm.requests();
     assert!(seen.iter().all(|r| r.version == http::Version::HTTP_2), "{:?}", seen.iter().map(|r| r.version));
     assert_eq!(seen[0].peer, seen[1].peer, "both calls on one HTTP/2 connection");
+
+    // The connection set's gauges: a call held by the upstream is in flight until answered.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    llm.push(whole_answer(Kind::OpenAi).held_until(gate.clone()));
+    let held = {
+        let app = app.router.clone();
+        let request = chat_request(&proxy(), json!({"user_message": "Hold on", "client_user_id": USER}));
+        tokio::spawn(async move { app.oneshot(request).await.unwrap().status() })
+    };
+    while llm.requests().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let during = app.metrics().await;
+    assert!(during.lines().any(|l| l == "colloquy_provider_calls_in_flight 1"), "{during}");
+    assert!(during.lines().any(|l| l == "colloquy_provider_clients 1"), "{during}");
+    gate.add_permits(1);
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+    let after = app.metrics().await;
+    assert!(after.lines().any(|l| l == "colloquy_provider_calls_in_flight 0"), "{after}");
 }
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
