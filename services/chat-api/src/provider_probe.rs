@@ -60,16 +60,19 @@ pub struct ProviderProbe {
 }
 
 impl ProviderProbe {
-    pub fn new(config: ProviderConfig, http: reqwest::Client, interval: Duration) -> Arc<Self> {
+    /// The endpoint is asked as model calls ask it (`clients.connections`,
+    /// same HTTP version); Vertex's probe is a token from the metadata server
+    /// (`clients.http`).
+    pub fn new(config: ProviderConfig, clients: &crate::llm::Clients, interval: Duration) -> Arc<Self> {
         let metadata = match &config {
             ProviderConfig::VertexAi { metadata_host, .. } => {
-                Some(MetadataTokenSource::new(http.clone(), metadata_host))
+                Some(MetadataTokenSource::new(clients.http.clone(), metadata_host))
             }
             _ => None,
         };
         Arc::new(Self {
             config,
-            http,
+            http: clients.connections.client(),
             interval,
             metadata,
             state: Mutex::new(State { last: ProbeResult::unknown(), started: None, running: false }),
@@ -184,6 +187,13 @@ mod tests {
         format!("http://{addr}/v1")
     }
 
+    fn clients() -> crate::llm::Clients {
+        crate::llm::Clients {
+            connections: crate::llm::Connections::new(Default::default()).unwrap(),
+            http: reqwest::Client::new(),
+        }
+    }
+
     fn openai(base: &str, key: &str) -> ProviderConfig {
         ProviderConfig::OpenAi { base_url: base.into(), model: "m".into(), api_key: Some(Secret::new(key)) }
     }
@@ -191,22 +201,22 @@ mod tests {
     #[tokio::test]
     async fn probe_states() {
         let base = upstream().await;
-        let http = reqwest::Client::new();
-        let ok = ProviderProbe::new(openai(&base, "good"), http.clone(), interval()).probe().await;
+        let http = clients();
+        let ok = ProviderProbe::new(openai(&base, "good"), &http, interval()).probe().await;
         assert_eq!(ok.state, state::OK);
-        let bad = ProviderProbe::new(openai(&base, "wrong"), http.clone(), interval()).probe().await;
+        let bad = ProviderProbe::new(openai(&base, "wrong"), &http, interval()).probe().await;
         assert_eq!(bad.state, state::UNAUTHORIZED);
         assert!(!bad.message.contains("wrong"), "the key must not leak: {}", bad.message);
-        let down = ProviderProbe::new(openai("http://127.0.0.1:1/v1", "good"), http.clone(), interval()).probe().await;
+        let down = ProviderProbe::new(openai("http://127.0.0.1:1/v1", "good"), &http, interval()).probe().await;
         assert_eq!(down.state, state::UNREACHABLE);
-        let mock = ProviderProbe::new(ProviderConfig::Mock, http, interval()).probe().await;
+        let mock = ProviderProbe::new(ProviderConfig::Mock, &http, interval()).probe().await;
         assert_eq!(mock.state, state::OK);
     }
 
     #[tokio::test]
     async fn probes_at_most_once_per_interval() {
         let base = upstream().await;
-        let probe = ProviderProbe::new(openai(&base, "good"), reqwest::Client::new(), Duration::from_secs(3600));
+        let probe = ProviderProbe::new(openai(&base, "good"), &clients(), Duration::from_secs(3600));
         assert_eq!(probe.current().state, state::UNKNOWN, "the first call starts a probe and answers at once");
         for _ in 0..50 {
             if probe.current().state == state::OK {

@@ -111,15 +111,9 @@ pub async fn serve(config: Config, http: reqwest::Client) -> anyhow::Result<()> 
     }
     tokio::spawn(db::warm(pool.clone()));
     let clients = provider_clients(&config, http);
-    // The probe asks the provider's endpoint as model calls do (same HTTP
-    // version); Vertex's probe is the metadata server's token, plain HTTP.
-    let probe_client = match config.provider {
-        crate::config::ProviderConfig::VertexAi { .. } => clients.http.clone(),
-        _ => clients.connections.client(),
-    };
     crate::provider_probe::install(crate::provider_probe::ProviderProbe::new(
         config.provider.clone(),
-        probe_client,
+        &clients,
         crate::provider_probe::interval(),
     ));
     let state = state_with(&config, pool.clone(), &clients);

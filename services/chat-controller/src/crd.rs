@@ -863,6 +863,14 @@ mod tests {
     }
 
     #[test]
+    fn the_pool_bound_defaults_to_the_chat_apis_pool_size() {
+        let yaml = serde_yaml::to_string(&ChatBackend::crd()).unwrap();
+        let default =
+            format!("self.databaseMaxConnections : {})", colloquy_contract::defaults::DATABASE_MAX_CONNECTIONS);
+        assert!(yaml.contains(&default), "the CEL bound on databaseMinConnections must default to the pool size");
+    }
+
+    #[test]
     fn provider_name_requires_exactly_one() {
         let mut p = ProviderSpec { mock: Some(MockProvider {}), ..Default::default() };
         assert_eq!(p.name(), Some(provider::MOCK));

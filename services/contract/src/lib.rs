@@ -288,6 +288,9 @@ pub mod defaults {
     /// that RFC 9113 recommends servers allow at least, and what Google's and
     /// most front ends advertise.
     pub const LLM_STREAMS_PER_CONNECTION: usize = 100;
+    /// Size of the database pool (the CRD's CEL bound on
+    /// `limits.databaseMinConnections` repeats it; a controller test holds the line).
+    pub const DATABASE_MAX_CONNECTIONS: u32 = 16;
     /// Pooled database connections kept open (at most `DATABASE_MAX_CONNECTIONS`).
     pub const DATABASE_MIN_CONNECTIONS: u32 = 4;
     pub const MAX_MESSAGE_CHARS: usize = 32_000;

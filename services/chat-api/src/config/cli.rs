@@ -110,7 +110,7 @@ pub struct ListenArgs {
 #[command(next_help_heading = "Database")]
 pub struct DatabaseArgs {
     /// Size of the connection pool.
-    #[arg(long, env = names::DATABASE_MAX_CONNECTIONS, default_value_t = 16,
+    #[arg(long, env = names::DATABASE_MAX_CONNECTIONS, default_value_t = defaults::DATABASE_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub database_max_connections: u32,
     /// Pooled connections opened at start-up, off the request path, and kept open (at most

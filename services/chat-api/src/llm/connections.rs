@@ -125,11 +125,6 @@ impl Connections {
         Ok(Self { inner: Arc::new(Inner { settings, members: Mutex::new(vec![first]) }) })
     }
 
-    /// The settings the set was made with.
-    pub fn settings(&self) -> ConnectionSettings {
-        self.inner.settings
-    }
-
     /// A client for a call that is not counted (small, rare requests such as
     /// access tokens): the first member's.
     pub fn client(&self) -> reqwest::Client {
@@ -172,7 +167,7 @@ impl Connections {
         self.inner.members.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Requests in flight per member, in order (tests, debugging).
+    /// Requests in flight per member, in order (the metrics' gauges, tests).
     pub fn in_flight(&self) -> Vec<usize> {
         self.lock().iter().map(|m| m.in_flight.load(Ordering::Relaxed)).collect()
     }
