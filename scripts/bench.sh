@@ -446,6 +446,8 @@ added first byte:      p50 $(ms "$(field ttfb_p50_us)") ms, p99 $(ms "$(field tt
 added last byte:       p50 $(ms "$(field last_p50_us)") ms, p99 $(ms "$(field last_p99_us)") ms, max $(ms "$(field last_max_us)") ms  (done, over the upstream's last chunk)
 EOF
   sed -n 's/^STREAM-BY-SECOND /first byte p99 by second of start (ms): /p' "$WORK/stream-client.txt"
+  line=$(grep '^FLOOR ' "$WORK/stream-client.txt") &&
+    echo "machine floor:         loopback TCP round trip between two threads, 10 ms apart: p50 $(ms "$(field rtt_p50_us)") ms, p99 $(ms "$(field rtt_p99_us)") ms, max $(ms "$(field rtt_max_us)") ms (before the turns; a first delta crosses at least two)"
   sed -n 's/^STREAM failures: /failures by reason:    /p' "$WORK/stream-client.txt"
 }
 

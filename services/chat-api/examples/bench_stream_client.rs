@@ -8,6 +8,11 @@
 //! to `done` added over the upstream's own (its first chunk at once, its last
 //! at `(chunks - 1) * duration / chunks`), p50/p99/max in microseconds, and
 //! the client's own CPU time (it shares the machine with what it measures).
+//! Before the turns it measures the machine's floor: the round trip of one
+//! byte between two threads over loopback TCP, 10 ms apart (an idle machine
+//! between messages, as a turn's hops are), printed as one `FLOOR` line; a
+//! turn's first delta crosses at least two such round trips (client to
+//! chat-api, chat-api to the upstream).
 //!
 //!   cargo run --release -p chat-api --example bench_stream_client -- --url http://127.0.0.1:8000 ...
 
@@ -148,9 +153,51 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Round trips of one byte between this thread and an echo thread over
+/// loopback TCP (`TCP_NODELAY`), `gap` apart, in microseconds, sorted.
+fn loopback_round_trips(rounds: usize, gap: Duration) -> std::io::Result<Vec<i64>> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut peer, _) = listener.accept()?;
+        peer.set_nodelay(true)?;
+        let mut byte = [0u8; 1];
+        while peer.read(&mut byte)? == 1 {
+            peer.write_all(&byte)?;
+        }
+        Ok(())
+    });
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut micros = Vec::with_capacity(rounds);
+    let mut byte = [0u8; 1];
+    for _ in 0..rounds {
+        let sent = std::time::Instant::now();
+        stream.write_all(&byte)?;
+        stream.read_exact(&mut byte)?;
+        micros.push(sent.elapsed().as_micros() as i64);
+        std::thread::sleep(gap);
+    }
+    drop(stream);
+    echo.join().map_err(|_| std::io::Error::other("the echo thread panicked"))??;
+    micros.sort_unstable();
+    Ok(micros)
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let floor = tokio::task::spawn_blocking(|| loopback_round_trips(300, Duration::from_millis(10)))
+        .await
+        .expect("floor task")
+        .expect("loopback round trips");
+    println!(
+        "FLOOR rtt_p50_us={} rtt_p99_us={} rtt_max_us={}",
+        percentile(&floor, 50.0),
+        percentile(&floor, 99.0),
+        floor.last().copied().unwrap_or(0)
+    );
     let client = |h2: bool| {
         let builder = reqwest::Client::builder().tcp_nodelay(true).timeout(Duration::from_secs(120));
         let builder = if h2 { builder.http2_prior_knowledge() } else { builder };
