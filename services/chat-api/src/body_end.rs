@@ -1,6 +1,5 @@
 //! What a request holds until its response body has been sent: the in-flight
-//! permit, the rate limiter's token settlement, the recording of a streamed
-//! answer for its `Idempotency-Key`. A streamed answer is produced after its
+//! permit, the rate limiter's token settlement. A streamed answer is produced after its
 //! handler returned, so anything that watches a request must last as long as
 //! the body, not the response head. Hand-written because tower's layers
 //! (`ConcurrencyLimit`, ...) end their watch at the response head.

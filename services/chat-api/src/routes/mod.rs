@@ -7,7 +7,7 @@ pub mod docs;
 mod extract;
 mod health;
 mod openapi_limits;
-mod sse;
+pub(crate) mod sse;
 mod v1;
 
 use std::sync::Arc;
