@@ -1,9 +1,8 @@
 //! What a request holds until its response body has been sent: the in-flight
-//! permit, the rate limiter's token settlement, the recording of a streamed
-//! answer for its `Idempotency-Key`. A streamed answer is produced after its
-//! handler returned, so anything that watches a request must last as long as
-//! the body, not the response head. Hand-written because tower's layers
-//! (`ConcurrencyLimit`, ...) end their watch at the response head.
+//! permit, the rate limiter's token settlement. A streamed answer is produced
+//! after its handler returned, so anything held for a request must last as
+//! long as the body, not the response head. Hand-written because tower's
+//! layers (`ConcurrencyLimit`, ...) let go at the response head.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,48 +12,20 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-/// Sees a response body go by.
-pub trait BodyWatch: Send + Unpin + 'static {
-    /// Each data chunk, as it is handed to the connection.
-    fn chunk(&mut self, _data: &Bytes) {}
-    /// The body was sent whole. Not called when it was cut (client gone,
-    /// error, shutdown): the watch is then just dropped.
-    fn complete(self)
-    where
-        Self: Sized,
-    {
-    }
-}
-
-/// Holds a value (a permit, a guard) until the body is sent or dropped.
-pub struct Hold<T>(pub T);
-
-impl<T: Send + Unpin + 'static> BodyWatch for Hold<T> {}
-
-struct Watched<W> {
+struct Held<T> {
     inner: Body,
-    watch: Option<W>,
+    /// Dropped once the body ended or failed (or with the body, when it is cut).
+    value: Option<T>,
 }
 
-impl<W: BodyWatch> HttpBody for Watched<W> {
+impl<T: Send + Unpin + 'static> HttpBody for Held<T> {
     type Data = Bytes;
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(watch)) = (frame.data_ref(), self.watch.as_mut()) {
-                    watch.chunk(data);
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(watch) = self.watch.take() {
-                    watch.complete();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => self.watch = None,
-            Poll::Pending => {}
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.value = None;
         }
         polled
     }
@@ -68,9 +39,10 @@ impl<W: BodyWatch> HttpBody for Watched<W> {
     }
 }
 
-/// `response` with `watch` attached to its body (sizes and headers unchanged).
-pub fn watch<W: BodyWatch>(response: Response, watch: W) -> Response {
-    response.map(|inner| Body::new(Watched { inner, watch: Some(watch) }))
+/// `response` holding `value` (a permit, a guard) until its body has been
+/// sent or dropped (sizes and headers unchanged).
+pub fn hold<T: Send + Unpin + 'static>(response: Response, value: T) -> Response {
+    response.map(|inner| Body::new(Held { inner, value: Some(value) }))
 }
 
 #[cfg(test)]
@@ -80,28 +52,28 @@ mod tests {
 
     use super::*;
 
-    struct Count(Arc<AtomicUsize>, Arc<AtomicUsize>);
+    /// Counts its drops.
+    struct Count(Arc<AtomicUsize>);
 
-    impl BodyWatch for Count {
-        fn chunk(&mut self, data: &Bytes) {
-            self.0.fetch_add(data.len(), Ordering::Relaxed);
-        }
-        fn complete(self) {
-            self.1.fetch_add(1, Ordering::Relaxed);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     #[tokio::test]
-    async fn a_watch_sees_every_chunk_and_the_end_and_keeps_the_size() {
-        let (bytes, ends) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let response = watch(Response::new(Body::from("hello")), Count(bytes.clone(), ends.clone()));
+    async fn a_value_is_held_until_the_body_ends_and_the_size_is_kept() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let response = hold(Response::new(Body::from("hello")), Count(drops.clone()));
         assert_eq!(response.body().size_hint().exact(), Some(5));
-        let body = axum::body::to_bytes(response.into_body(), 100).await.unwrap();
-        assert_eq!(&body[..], b"hello");
-        assert_eq!((bytes.load(Ordering::Relaxed), ends.load(Ordering::Relaxed)), (5, 1));
+        assert_eq!(drops.load(Ordering::Relaxed), 0);
+        let mut body = response.into_body();
+        let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "hello");
+        assert!(std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.is_none());
+        assert_eq!(drops.load(Ordering::Relaxed), 1, "released at the end, before the body is dropped");
 
-        let dropped = watch(Response::new(Body::from("cut")), Count(bytes.clone(), ends.clone()));
-        drop(dropped);
-        assert_eq!(ends.load(Ordering::Relaxed), 1, "a body never sent does not complete");
+        drop(hold(Response::new(Body::from("cut")), Count(drops.clone())));
+        assert_eq!(drops.load(Ordering::Relaxed), 2, "released with a body never sent");
     }
 }

@@ -51,6 +51,21 @@ pub mod names {
     pub const PROVIDER_CALLS_IN_FLIGHT: &str = "colloquy_provider_calls_in_flight";
 }
 
+/// The `outcome` label of [`names::IDEMPOTENCY_REQUESTS`].
+pub mod idempotency_outcome {
+    /// The response was recorded with its turn: a repeat replays it.
+    pub const STORED: &str = "stored";
+    /// A repeat got the recorded response.
+    pub const REPLAYED: &str = "replayed";
+    /// The key came again with another request body (`422`).
+    pub const REUSED: &str = "reused";
+    /// The key came again while its first request ran (`409`).
+    pub const IN_PROGRESS: &str = "in_progress";
+    /// A streamed answer longer than the recording limit: its turn is stored,
+    /// its key freed (nothing to replay).
+    pub const TOO_LARGE: &str = "too_large";
+}
+
 /// Latency buckets in seconds, from 1 ms to 2 min (LLM calls are slow).
 const LATENCY_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -204,7 +219,7 @@ impl Metrics {
             idempotency: IntCounterVec::new(
                 Opts::new(
                     names::IDEMPOTENCY_REQUESTS,
-                    "Requests with an Idempotency-Key by outcome (stored, replayed, reused, in_progress).",
+                    "Requests with an Idempotency-Key by outcome (stored, replayed, reused, in_progress, too_large).",
                 ),
                 &["outcome"],
             )

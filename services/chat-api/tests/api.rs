@@ -21,6 +21,8 @@ mod failures;
 mod http_surface;
 #[path = "api/idempotency.rs"]
 mod idempotency;
+#[path = "api/idempotent_streams.rs"]
+mod idempotent_streams;
 #[path = "api/layers.rs"]
 mod layers;
 #[path = "api/lifecycle.rs"]

@@ -4,7 +4,10 @@
 //! 1. [`TurnEvent::Conversation`] at once (the conversation is known and claimed);
 //! 2. [`TurnEvent::Delta`] for each piece of the answer, as the provider sends it;
 //! 3. [`TurnEvent::Done`] once the turn is stored, exactly as a non-streamed
-//!    turn stores it, or [`TurnEvent::Error`]; nothing after either.
+//!    turn stores it (in the request's write unit when it has one: with an
+//!    `Idempotency-Key` the store commits with the recorded answer, before
+//!    the idempotency layer lets `Done` out), or [`TurnEvent::Error`];
+//!    nothing after either.
 //!
 //! Dropping the stream (the client went away) drops the provider stream,
 //! which closes the upstream connection, and the claim, which is released;
@@ -20,6 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{ChatService, PreparedTurn, ProviderCall, TurnOutput};
+use crate::db::turn_write;
 use crate::error::ApiError;
 use crate::llm::{Completion, ProviderError, ProviderStream, StreamEvent};
 use crate::metrics::StreamOutcome;
@@ -53,14 +57,17 @@ impl TurnStream {
             // returned, and its provider and database spans belong to the request.
             span: tracing::Span::current(),
         };
-        // The request's token slot (rate limits): the turn is stored, and its
-        // usage known, while the body streams, after the handler returned.
+        // The request's token slot (rate limits) and write unit (an
+        // `Idempotency-Key`): the turn is stored, and its usage known, while
+        // the body streams, after the handler returned.
         let tokens = crate::limits::current_turn_tokens();
+        let unit = turn_write::current_unit();
         let inner = futures::stream::unfold(state, move |mut state| {
-            let tokens = tokens.clone();
+            let (tokens, unit) = (tokens.clone(), unit.clone());
             async move {
                 let span = state.span.clone();
-                let event = crate::limits::with_turn_tokens(tokens, state.next().instrument(span)).await?;
+                let next = crate::limits::with_turn_tokens(tokens, state.next().instrument(span));
+                let event = turn_write::in_unit(unit, next).await?;
                 Some((event, state))
             }
         });

@@ -13,7 +13,9 @@
 //! - Inside a [`WriteUnit`] (a request with an `Idempotency-Key`), the write
 //!   runs in a transaction that stays open until the idempotency layer has
 //!   recorded the response in it: the turn and its stored response commit
-//!   together or not at all.
+//!   together or not at all. A streamed answer's turn is written while its
+//!   body is sent, after the handler returned: the stream captures the unit
+//!   ([`current_unit`]) and writes inside it.
 //!
 //! Hand-written rather than sqlx's `Transaction` because the transaction
 //! must outlive the handler that opened it, on a connection that may not
@@ -150,9 +152,18 @@ tokio::task_local! {
     static UNIT: Arc<WriteUnit>;
 }
 
-/// Runs `f` with `unit` collecting the writes made inside it.
-pub async fn in_unit<F: Future>(unit: Arc<WriteUnit>, f: F) -> F::Output {
-    UNIT.scope(unit, f).await
+/// Runs `f` with `unit` (when there is one) collecting the writes made inside it.
+pub async fn in_unit<F: Future>(unit: Option<Arc<WriteUnit>>, f: F) -> F::Output {
+    match unit {
+        Some(unit) => UNIT.scope(unit, f).await,
+        None => f.await,
+    }
+}
+
+/// The current request's unit, for a write made after its handler returned
+/// (a streamed answer's turn): run that write inside [`in_unit`].
+pub fn current_unit() -> Option<Arc<WriteUnit>> {
+    UNIT.try_with(Arc::clone).ok()
 }
 
 /// Runs a turn's write (see the module documentation). `op` may run twice,

@@ -13,8 +13,13 @@
 //!   `422 idempotency_key_reused`; while the first is still running,
 //!   `409 request_in_progress` with `Retry-After` (we do not hold a second
 //!   connection and request open waiting for the first).
-//! - A streamed answer is recorded as it is sent and stored once it ended
-//!   with `done` or `response.completed` ([`StreamRecord`]); a repeat replays its events.
+//! - A streamed answer is recorded as it is sent. Its turn's write joins the
+//!   same transaction, and its final event (`done`, `response.completed`) is
+//!   held back until the recording is stored and committed with the turn
+//!   ([`stream`]); a repeat replays its events. If that commit fails, the
+//!   client gets an `error` event instead, nothing is stored and the key is
+//!   freed. A stream longer than the recording limit stores its turn but
+//!   frees its key (nothing to replay).
 //! - Only successful (2xx) responses are stored. A failed request releases its
 //!   key, so the client can retry with the same key.
 //! - Keys expire after `IDEMPOTENCY_TTL_SECS`; [`crate::sweep`] deletes them.
@@ -28,18 +33,18 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use colloquy_contract::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::{ActingUser, Caller};
-use crate::body_end::{self, BodyWatch};
 use crate::db::idempotency::{self, Claim, Existing, KeyRef, StoredResponse};
 use crate::db::turn_write::{self, WriteUnit};
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, idempotency_outcome as outcome};
+
+mod stream;
 
 /// Longest accepted key.
 pub const MAX_KEY_LEN: usize = 255;
@@ -182,65 +187,6 @@ fn is_event_stream(response: &Response) -> bool {
 
 const EVENT_STREAM: &str = "text/event-stream";
 
-/// Largest streamed answer recorded for a replay; a longer one frees its key.
-const MAX_RECORDED_STREAM: usize = 8 * 1024 * 1024;
-
-/// Records a streamed answer as it is sent and, once the stream ended with
-/// its `done` event (the turn is stored by then), stores it for the key: a
-/// repeat replays the same events. A stream cut short or ending with an
-/// `error` event frees the key instead (the guard), as a failed request does.
-///
-/// Unlike a whole answer, the stored response commits just after the turn,
-/// not in its transaction (the events are on their way to the client while
-/// the turn is stored): a process killed in between leaves the key claimed
-/// until its lease ends, after which a repeat runs the turn again.
-struct StreamRecord {
-    idem: Arc<Idempotency>,
-    guard: ClaimGuard,
-    recorded: Vec<u8>,
-    too_large: bool,
-}
-
-impl BodyWatch for StreamRecord {
-    fn chunk(&mut self, data: &Bytes) {
-        if self.recorded.len() + data.len() > MAX_RECORDED_STREAM {
-            self.too_large = true;
-            self.recorded = Vec::new();
-        } else if !self.too_large {
-            self.recorded.extend_from_slice(data);
-        }
-    }
-
-    fn complete(self) {
-        let Self { idem, mut guard, recorded, too_large } = self;
-        // Event names start lines; a delta's text is JSON, with newlines escaped.
-        let ended = DONE_EVENTS.iter().any(|done| recorded.windows(done.len()).any(|w| w == *done));
-        if too_large || !ended {
-            return;
-        }
-        tokio::spawn(async move {
-            let key = KeyRef { principal: &guard.principal, key: &guard.key };
-            let stored = StoredResponse { status: 200, content_type: Some(EVENT_STREAM), body: &recorded };
-            let completed = match idem.pool.acquire().await {
-                Ok(mut conn) => idempotency::complete(&mut conn, &key, guard.claim, &stored).await,
-                Err(e) => Err(e),
-            };
-            match completed {
-                Ok(true) => {
-                    guard.disarm();
-                    idem.metrics.idempotency("stored");
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "could not store a streamed answer for its idempotency key"),
-            }
-        });
-    }
-}
-
-/// The last event of a stream that ended well: `/api`'s `done`, and the
-/// Responses API's `response.completed` (`/v1/responses`).
-const DONE_EVENTS: &[&[u8]] = &[b"\nevent: done\n", b"\nevent: response.completed\n"];
-
 /// Why recording a response failed.
 enum FinishError {
     Db(sqlx::Error),
@@ -285,6 +231,46 @@ async fn finish(
     }
 }
 
+/// A claimed key and the request's writes, until its response is recorded
+/// with them, or they are rolled back and the key freed (dropped).
+struct Claimed {
+    idem: Arc<Idempotency>,
+    unit: Arc<WriteUnit>,
+    guard: ClaimGuard,
+}
+
+impl Claimed {
+    /// Records `response` for the key with the request's writes, or (on
+    /// error) rolls them back and frees the key.
+    async fn record(mut self, response: &StoredResponse<'_>) -> Result<(), ApiError> {
+        let key = KeyRef { principal: &self.guard.principal, key: &self.guard.key };
+        match finish(&self.idem.pool, &self.unit, &key, self.guard.claim, response).await {
+            Ok(()) => {
+                self.guard.disarm();
+                self.idem.metrics.idempotency(outcome::STORED);
+                Ok(())
+            }
+            Err(FinishError::Lost) => Err(ApiError::RequestInProgress { retry_after: Duration::from_secs(1) }),
+            Err(FinishError::Db(e)) => Err(e.into()),
+        }
+    }
+
+    /// Commits the request's writes without a record (a stream too long to
+    /// replay) and frees the key.
+    async fn commit_unrecorded(self) -> Result<(), ApiError> {
+        if let Some(tx) = self.unit.take().await {
+            tx.commit().await?;
+        }
+        self.idem.metrics.idempotency(outcome::TOO_LARGE);
+        Ok(())
+    }
+
+    /// Rolls back anything written and frees the key for a retry.
+    async fn abandon(self) {
+        drop(self.unit.take().await);
+    }
+}
+
 /// Middleware on the two turn routes (inside authentication).
 pub async fn middleware(State(idem): State<Arc<Idempotency>>, request: Request, next: Next) -> Response {
     let Some(raw) = request.headers().get(IDEMPOTENCY_KEY) else {
@@ -317,35 +303,39 @@ pub async fn middleware(State(idem): State<Arc<Idempotency>>, request: Request, 
     match idempotency::claim(&idem.pool, &key_ref, &hash, claim, idem.lease, idem.ttl).await {
         Err(e) => return ApiError::from(e).into_response(),
         Ok(Claim::Taken(existing)) if existing.request_hash != hash => {
-            idem.metrics.idempotency("reused");
+            idem.metrics.idempotency(outcome::REUSED);
             return ApiError::IdempotencyKeyReused.into_response();
         }
         Ok(Claim::Taken(existing)) if existing.state == "completed" => {
-            idem.metrics.idempotency("replayed");
+            idem.metrics.idempotency(outcome::REPLAYED);
             return replay(existing);
         }
         Ok(Claim::Taken(_)) => {
-            idem.metrics.idempotency("in_progress");
+            idem.metrics.idempotency(outcome::IN_PROGRESS);
             return ApiError::RequestInProgress { retry_after: Duration::from_secs(1) }.into_response();
         }
         Ok(Claim::Claimed) => {}
     }
-    let mut guard =
-        ClaimGuard { pool: idem.pool.clone(), principal: principal.clone(), key: key.clone(), claim, armed: true };
-    if stream {
-        let response = next.run(request).await;
-        if !response.status().is_success() || !is_event_stream(&response) {
-            return response;
-        }
-        let record = StreamRecord { idem, guard, recorded: Vec::new(), too_large: false };
-        return body_end::watch(response, record);
-    }
+    let guard = ClaimGuard { pool: idem.pool.clone(), principal, key, claim, armed: true };
     let unit = Arc::new(WriteUnit::default());
-    let response = turn_write::in_unit(unit.clone(), next.run(request)).await;
+    let claimed = Claimed { idem, unit: unit.clone(), guard };
+    // A streamed answer's turn is written after this returns: its stream
+    // captures the unit (`turn_write::current_unit`).
+    let response = turn_write::in_unit(Some(unit), next.run(request)).await;
     if !response.status().is_success() {
-        // Roll back anything written, free the key (the guard) for a retry.
-        drop(unit.take().await);
+        claimed.abandon().await;
         return response;
+    }
+    if is_event_stream(&response) {
+        let status = response.status().as_u16();
+        let finish: stream::Finish = Box::new(move |recorded| {
+            Box::pin(async move {
+                let Some(body) = recorded else { return claimed.commit_unrecorded().await };
+                claimed.record(&StoredResponse { status, content_type: Some(EVENT_STREAM), body: &body }).await
+            })
+        });
+        let request_id = crate::request_id::current().unwrap_or_default();
+        return stream::hold_final_event(response, request_id, finish);
     }
     let (parts, body) = response.into_parts();
     let body = match axum::body::to_bytes(body, usize::MAX).await {
@@ -357,14 +347,9 @@ pub async fn middleware(State(idem): State<Arc<Idempotency>>, request: Request, 
         content_type: parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
         body: &body,
     };
-    match finish(&idem.pool, &unit, &key_ref, claim, &stored).await {
-        Ok(()) => {
-            guard.armed = false;
-            idem.metrics.idempotency("stored");
-            Response::from_parts(parts, Body::from(body))
-        }
-        Err(FinishError::Lost) => ApiError::RequestInProgress { retry_after: Duration::from_secs(1) }.into_response(),
-        Err(FinishError::Db(e)) => ApiError::from(e).into_response(),
+    match claimed.record(&stored).await {
+        Ok(()) => Response::from_parts(parts, Body::from(body)),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -298,7 +298,7 @@ pub async fn middleware(
                 if turn { TURN_TOKENS.scope(used, next.run(request)).await } else { next.run(request).await };
             headers.apply(response.headers_mut());
             // A streamed turn stores (and reports its usage) while its body is sent.
-            crate::body_end::watch(response, crate::body_end::Hold(settlement))
+            crate::body_end::hold(response, settlement)
         }
     }
 }

@@ -208,6 +208,15 @@ fn event_stream(turn: crate::chat::TurnStream, caller: Caller) -> Response {
     super::sse::response(turn.map(move |event| Ok::<_, Infallible>(sse_event(event, caller))))
 }
 
+/// The last event of a streamed answer whose turn was stored.
+pub const DONE_EVENT: &str = "done";
+
+/// The `error` event of a streamed answer: the error body of a whole answer.
+pub fn error_event(error: &ApiError, request_id: String) -> Event {
+    let data = serde_json::to_string(&error.body(Some(request_id))).expect("error bodies serialise");
+    Event::default().event("error").data(data)
+}
+
 fn sse_event(event: TurnEvent, caller: Caller) -> Event {
     let (name, data) = match event {
         TurnEvent::Conversation { conversation_id, request_id } => {
@@ -215,13 +224,13 @@ fn sse_event(event: TurnEvent, caller: Caller) -> Event {
         }
         TurnEvent::Delta(text) => ("delta", serde_json::to_string(&StreamDeltaEvent { text })),
         TurnEvent::Done(out) => (
-            "done",
+            DONE_EVENT,
             match caller {
                 Caller::Service => serde_json::to_string(&ProxyChatResponse::from(out)),
                 Caller::User(_) => serde_json::to_string(&SimpleChatResponse::from(out)),
             },
         ),
-        TurnEvent::Error { error, request_id } => ("error", serde_json::to_string(&error.body(Some(request_id)))),
+        TurnEvent::Error { error, request_id } => return error_event(&error, request_id),
     };
     Event::default().event(name).data(data.expect("event data always serialises"))
 }

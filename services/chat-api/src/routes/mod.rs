@@ -7,7 +7,7 @@ pub mod docs;
 mod extract;
 mod health;
 mod openapi_limits;
-mod sse;
+pub(crate) mod sse;
 mod v1;
 
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::{self, AuthState, Authenticator};
-use crate::body_end::{self, Hold};
+use crate::body_end;
 use crate::chat::ChatService;
 use crate::config::{AllowedOrigins, HttpConfig};
 use crate::error::ApiError;
@@ -105,7 +105,7 @@ async fn in_flight_limit(
         metrics.rejected("overloaded");
         return ApiError::Overloaded.into_response();
     };
-    body_end::watch(next.run(request).await, Hold(permit))
+    body_end::hold(next.run(request).await, permit)
 }
 
 /// What the request timeout's error becomes.

@@ -338,7 +338,7 @@ async fn a_write_dropped_after_begin_returns_no_open_transaction_to_the_pool(poo
     'attempts: for _ in 0..20 {
         let unit = std::sync::Arc::new(turn_write::WriteUnit::default());
         let write = turn_write::write(&service, |_conn| Box::pin(async { Ok::<_, sqlx::Error>(()) }));
-        let mut request = Box::pin(turn_write::in_unit(unit, write));
+        let mut request = Box::pin(turn_write::in_unit(Some(unit), write));
         for _ in 0..20 {
             if (&mut request).now_or_never().is_some() {
                 // Completed: its transaction sits in the unit, closed with it.

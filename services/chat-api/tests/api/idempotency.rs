@@ -14,6 +14,29 @@ fn keyed(key: &str) -> [(&str, &str); 2] {
     [("x-api-key", API_KEY), ("idempotency-key", key)]
 }
 
+/// Makes recording a response fail: a trigger refuses to complete any key
+/// (until [`allow_completions`]).
+pub async fn refuse_completions(pool: &PgPool) {
+    sqlx::query(
+        "CREATE FUNCTION refuse_completion() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.state = 'completed' THEN RAISE EXCEPTION 'no completions today'; END IF; RETURN NEW; END $$",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_completion BEFORE UPDATE ON colloquy_idempotency_keys \
+         FOR EACH ROW EXECUTE FUNCTION refuse_completion()",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+pub async fn allow_completions(pool: &PgPool) {
+    sqlx::query("DROP TRIGGER refuse_completion ON colloquy_idempotency_keys").execute(pool).await.unwrap();
+}
+
 async fn keys(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM colloquy_idempotency_keys").fetch_one(pool).await.unwrap()
 }
@@ -130,20 +153,7 @@ async fn a_failed_request_frees_its_key_for_a_retry(pool: PgPool) {
 /// in one transaction. (A trigger makes the recording fail.)
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
 async fn the_turn_and_its_stored_response_commit_together(pool: PgPool) {
-    sqlx::query(
-        "CREATE FUNCTION refuse_completion() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF NEW.state = 'completed' THEN RAISE EXCEPTION 'no completions today'; END IF; RETURN NEW; END $$",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_completion BEFORE UPDATE ON colloquy_idempotency_keys \
-         FOR EACH ROW EXECUTE FUNCTION refuse_completion()",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    refuse_completions(&pool).await;
     let app = app(pool.clone());
     let reply =
         app.post("/api/ai/chat", &keyed("atomic-1"), json!({"user_message": "hi", "client_user_id": USER})).await;

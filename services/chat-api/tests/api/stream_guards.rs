@@ -14,14 +14,14 @@ use crate::stream::{chat_request, send_stream};
 use crate::support::FakeResponse;
 use crate::support::sse::{SseEvent, all_events, streamed_text};
 
-fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
+pub fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
     json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test",
            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
     .to_string()
 }
 
 /// An OpenAI stream answering "Streamed once." and using 19 tokens.
-fn answer() -> FakeResponse {
+pub fn answer() -> FakeResponse {
     FakeResponse::sse(vec![
         chunk(json!({"role": "assistant", "content": ""}), None),
         chunk(json!({"content": "Streamed "}), None),
@@ -34,16 +34,16 @@ fn answer() -> FakeResponse {
     ])
 }
 
-fn streamed(message: &str) -> Value {
+pub fn streamed(message: &str) -> Value {
     json!({"user_message": message, "client_user_id": USER, "stream": true})
 }
 
-fn names(events: &[SseEvent]) -> Vec<&str> {
+pub fn names(events: &[SseEvent]) -> Vec<&str> {
     events.iter().map(|e| e.event.as_str()).collect()
 }
 
 /// Waits until the key's row is in `state` (`None`: gone).
-async fn key_state(pool: &PgPool, key: &str, want: Option<&str>) {
+pub async fn key_state(pool: &PgPool, key: &str, want: Option<&str>) {
     for _ in 0..250 {
         let state: Option<String> =
             sqlx::query_scalar("SELECT state FROM colloquy_idempotency_keys WHERE idempotency_key = $1")

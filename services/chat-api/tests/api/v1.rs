@@ -12,12 +12,12 @@ use crate::support::openai_echo;
 
 const MOCK: &str = "colloquy-mock";
 
-fn key() -> String {
+pub fn key() -> String {
     format!("Bearer {API_KEY}")
 }
 
 /// Headers of a server acting for `user` with the internal key as the Bearer token.
-fn as_user(auth: &str, user: &'static str) -> Vec<(&'static str, String)> {
+pub fn as_user(auth: &str, user: &'static str) -> Vec<(&'static str, String)> {
     vec![("authorization", auth.to_owned()), ("x-client-user-id", user.to_owned())]
 }
 

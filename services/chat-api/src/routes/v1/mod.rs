@@ -21,7 +21,7 @@ mod error;
 pub mod items;
 pub mod models;
 pub mod responses;
-mod responses_stream;
+pub(crate) mod responses_stream;
 
 use std::sync::Arc;
 

@@ -38,12 +38,26 @@ struct Encoder {
     text: String,
 }
 
+/// The last event of a response that completed (its turn stored).
+pub const COMPLETED_EVENT: &str = "response.completed";
+
+/// An event of the stream: `data` with its `type` and `sequence_number`.
+fn event(kind: &str, mut data: Value, sequence_number: u64) -> Event {
+    data["type"] = json!(kind);
+    data["sequence_number"] = json!(sequence_number);
+    Event::default().event(kind).data(data.to_string())
+}
+
+/// OpenAI's `error` event for `error`, as the event number `sequence_number`.
+pub fn error_event(error: &ApiError, sequence_number: u64) -> Event {
+    let body = OpenAiErrorBody::from_api(error).error;
+    event("error", json!({"code": body.code, "message": body.message, "param": body.param}), sequence_number)
+}
+
 impl Encoder {
-    fn event(&mut self, kind: &str, mut data: Value) -> Event {
-        data["type"] = json!(kind);
-        data["sequence_number"] = json!(self.sequence);
+    fn event(&mut self, kind: &str, data: Value) -> Event {
         self.sequence += 1;
-        Event::default().event(kind).data(data.to_string())
+        event(kind, data, self.sequence - 1)
     }
 
     fn part(&self, text: &str) -> Value {
@@ -93,14 +107,13 @@ impl Encoder {
                         json!({"item_id": self.item_id, "output_index": 0, "content_index": 0, "part": part}),
                     ),
                     self.event("response.output_item.done", json!({"output_index": 0, "item": item})),
-                    self.event("response.completed", json!({"response": response})),
+                    self.event(COMPLETED_EVENT, json!({"response": response})),
                 ]
             }
             Step::Failed(error) => {
                 error.log();
-                let body = OpenAiErrorBody::from_api(&error).error;
-                let data = json!({"code": body.code, "message": body.message, "param": body.param});
-                vec![self.event("error", data)]
+                self.sequence += 1;
+                vec![error_event(&error, self.sequence - 1)]
             }
         }
     }
