@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use crate::harness::*;
 use crate::idempotency::{allow_completions, refuse_completions};
 use crate::stream::{chat_request, send_stream};
-use crate::stream_guards::{answer, chunk, key_state, names, streamed};
+use crate::stream_guards::{answer, chunk, current_key_state, key_state, names, streamed};
 use crate::support::FakeResponse;
 use crate::support::sse::events;
 use crate::v1::{as_user, key};
@@ -26,14 +26,6 @@ fn keyed(key: &str) -> [(&str, &str); 2] {
 
 async fn conversations(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM chatbot_conversation_audit").fetch_one(pool).await.unwrap()
-}
-
-async fn state(pool: &PgPool, key: &str) -> Option<String> {
-    sqlx::query_scalar("SELECT state FROM colloquy_idempotency_keys WHERE idempotency_key = $1")
-        .bind(key)
-        .fetch_optional(pool)
-        .await
-        .unwrap()
 }
 
 #[sqlx::test(migrator = "chat_api::db::MIGRATOR")]
@@ -73,7 +65,7 @@ async fn the_key_is_completed_before_done_is_sent_and_a_repeat_replays_it(pool: 
     while let Some(event) = stream.next().await {
         if event.event == "done" {
             // Committed before the client could see it.
-            assert_eq!(state(&pool, "atomic-s2").await.as_deref(), Some("completed"));
+            assert_eq!(current_key_state(&pool, "atomic-s2").await.as_deref(), Some("completed"));
             assert_eq!(app.message_count().await, 2);
         }
     }

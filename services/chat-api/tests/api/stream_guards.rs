@@ -42,16 +42,19 @@ pub fn names(events: &[SseEvent]) -> Vec<&str> {
     events.iter().map(|e| e.event.as_str()).collect()
 }
 
+/// The state of the key's row (`None`: gone).
+pub async fn current_key_state(pool: &PgPool, key: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT state FROM colloquy_idempotency_keys WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
 /// Waits until the key's row is in `state` (`None`: gone).
 pub async fn key_state(pool: &PgPool, key: &str, want: Option<&str>) {
     for _ in 0..250 {
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM colloquy_idempotency_keys WHERE idempotency_key = $1")
-                .bind(key)
-                .fetch_optional(pool)
-                .await
-                .unwrap();
-        if state.as_deref() == want {
+        if current_key_state(pool, key).await.as_deref() == want {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
