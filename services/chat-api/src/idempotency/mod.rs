@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{OriginalUri, Request, State};
-use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -43,6 +43,7 @@ use crate::db::idempotency::{self, Claim, Existing, KeyRef, StoredResponse};
 use crate::db::turn_write::{self, WriteUnit};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, idempotency_outcome as outcome};
+use crate::routes::sse::{self, EVENT_STREAM};
 
 mod stream;
 
@@ -133,9 +134,8 @@ fn canonical_json(value: &serde_json::Value, hasher: &mut Sha256) {
 
 /// Whether the caller asked for a streamed (SSE) answer.
 fn wants_stream(request: &Request, json: Option<&serde_json::Value>) -> bool {
-    let accepts_sse =
-        request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
-    accepts_sse || json.and_then(|v| v.get("stream")).and_then(serde_json::Value::as_bool) == Some(true)
+    sse::accepts_event_stream(request.headers())
+        || json.and_then(|v| v.get("stream")).and_then(serde_json::Value::as_bool) == Some(true)
 }
 
 /// Releases a claim unless its request completed it, even when the request
@@ -184,8 +184,6 @@ fn replay(existing: Existing) -> Response {
 fn is_event_stream(response: &Response) -> bool {
     response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with(EVENT_STREAM))
 }
-
-const EVENT_STREAM: &str = "text/event-stream";
 
 /// Why recording a response failed.
 enum FinishError {

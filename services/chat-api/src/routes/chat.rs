@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -18,9 +18,6 @@ use crate::auth::Caller;
 use crate::chat::{TurnEvent, TurnInput, TurnOutput};
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id;
-
-/// The media type of a streamed answer.
-const EVENT_STREAM: &str = "text/event-stream";
 
 /// A chat message in either of the seed's two shapes: the proxy shape
 /// (`X-API-Key`: `user_message` + `client_user_id`) or the simple shape
@@ -180,7 +177,7 @@ pub async fn chat(
             return Err(ApiError::bad_request("invalid_request", "message is required"));
         }
     };
-    let stream = body.stream == Some(true) || accepts_event_stream(&headers);
+    let stream = body.stream == Some(true) || super::sse::accepts_event_stream(&headers);
     let input = TurnInput {
         conversation_id: body.conversation_id,
         user_id,
@@ -197,10 +194,6 @@ pub async fn chat(
         Caller::Service => Json(ProxyChatResponse::from(out)).into_response(),
         Caller::User(_) => Json(SimpleChatResponse::from(out)).into_response(),
     })
-}
-
-fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains(EVENT_STREAM))
 }
 
 /// The SSE response of a streamed turn; events are written as the turn produces them.

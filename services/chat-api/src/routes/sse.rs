@@ -16,6 +16,14 @@ use super::chat;
 use super::v1::responses_stream;
 use crate::error::ApiError;
 
+/// The media type of a streamed answer.
+pub const EVENT_STREAM: &str = "text/event-stream";
+
+/// Whether any `Accept` header of a request asks for a streamed answer.
+pub fn accepts_event_stream(headers: &axum::http::HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains(EVENT_STREAM))
+}
+
 /// A comment line every this long while nothing else is sent, so proxies and
 /// clients do not time a silent stream out.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -55,9 +55,15 @@ pub fn error_event(error: &ApiError, sequence_number: u64) -> Event {
 }
 
 impl Encoder {
-    fn event(&mut self, kind: &str, data: Value) -> Event {
+    /// The next event's `sequence_number`.
+    fn next_sequence(&mut self) -> u64 {
         self.sequence += 1;
-        event(kind, data, self.sequence - 1)
+        self.sequence - 1
+    }
+
+    fn event(&mut self, kind: &str, data: Value) -> Event {
+        let sequence_number = self.next_sequence();
+        event(kind, data, sequence_number)
     }
 
     fn part(&self, text: &str) -> Value {
@@ -112,8 +118,7 @@ impl Encoder {
             }
             Step::Failed(error) => {
                 error.log();
-                self.sequence += 1;
-                vec![error_event(&error, self.sequence - 1)]
+                vec![error_event(&error, self.next_sequence())]
             }
         }
     }
