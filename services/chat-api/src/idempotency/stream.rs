@@ -14,6 +14,12 @@
 //! A stream that ends without its final event (it ended with `error`) or is
 //! dropped (the client went away) drops the finish unrun, which rolls back
 //! and frees the key.
+//!
+//! Events are found by hand (an event ends at a blank line, `\n\n`, as
+//! axum's `Sse` writes them; its `event:` line names it) rather than with
+//! `eventsource-stream`: the bytes must reach the client and the record
+//! exactly as they were written, and that crate parses events without
+//! keeping their bytes, so each would have to be written again.
 
 use std::future::Future;
 use std::pin::Pin;
